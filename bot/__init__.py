@@ -1,0 +1,1 @@
+"""bot: the discord.py front end of famswap."""

@@ -1,0 +1,205 @@
+"""The one configuration object: read once at start-up from FAMSWAP_* environment variables and an optional .env."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from famswap.errors import ConfigError, MissingToken
+
+DISCORD_API_DEFAULT = "https://discord.com/api/v10"
+DISCORD_GATEWAY_DEFAULT = "wss://gateway.discord.gg"
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+_MODEL_NAMES = ("auto", "lite", "original", "hires")
+_QUALITIES = ("preview", "best")
+
+
+def _default_home() -> Path:
+    # platformdirs gives the per-user data folder of each OS (~/.local/share/famswap on Linux).
+    from platformdirs import user_data_path
+
+    return user_data_path("famswap", appauthor=False)
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a yes/no value.", hint=f"Set {name} to 1 or 0.")
+
+
+def _parse_number(kind: Callable[[str], Any], minimum: float) -> Callable[[str, str], Any]:
+    def parse(name: str, raw: str) -> Any:
+        try:
+            value = kind(raw.strip())
+        except ValueError:
+            raise ConfigError(
+                f"{name}={raw!r} is not a number.", hint=f"Set {name} to a number such as {kind(minimum) or 1}."
+            ) from None
+        if value < minimum:
+            raise ConfigError(f"{name}={raw!r} is too small.", hint=f"Set {name} to at least {minimum}.")
+        return value
+
+    return parse
+
+
+def _parse_choice(choices: tuple[str, ...]) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ConfigError(f"{name}={raw!r} is not one of {', '.join(choices)}.", hint=f"Set {name} to one of them.")
+        return value
+
+    return parse
+
+
+def _parse_device(name: str, raw: str) -> str:
+    value = raw.strip().lower()
+    if not _DEVICE_RE.match(value):
+        raise ConfigError(f"{name}={raw!r} is not a device.", hint=f"Set {name} to auto, cpu, cuda or cuda:N.")
+    return value
+
+
+def _parse_path(name: str, raw: str) -> Path:
+    if not raw.strip():
+        raise ConfigError(f"{name} is set but empty.", hint=f"Unset {name} or give it a folder path.")
+    return Path(raw.strip()).expanduser()
+
+
+def _parse_url(name: str, raw: str) -> str:
+    value = raw.strip().rstrip("/")
+    if not re.match(r"^(https?|wss?)://", value):
+        raise ConfigError(f"{name}={raw!r} is not a URL.", hint=f"Set {name} to an http(s):// or ws(s):// address.")
+    return value
+
+
+def _parse_text(name: str, raw: str) -> str:
+    return raw.strip()
+
+
+def _setting(env: str, parse: Callable[[str, str], Any], default: Any = None, *, factory: Any = None) -> Any:
+    meta = {"env": env, "parse": parse}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of famswap. Build it once with ``Settings.load()`` and pass it down; never read os.environ later."""
+
+    home: Path = _setting("FAMSWAP_HOME", _parse_path, factory=_default_home)
+    discord_token: str = _setting("DISCORD_TOKEN", _parse_text, "")
+    model_dir: Path | None = _setting("FAMSWAP_MODEL_DIR", _parse_path, None)
+    device: str = _setting("FAMSWAP_DEVICE", _parse_device, "auto")
+    key_file: Path | None = _setting("FAMSWAP_KEY_FILE", _parse_path, None)
+    log_level: str = _setting("FAMSWAP_LOG_LEVEL", _parse_choice(("debug", "info", "warning", "error")), "info")
+    discord_api: str = _setting("FAMSWAP_DISCORD_API", _parse_url, DISCORD_API_DEFAULT)
+    discord_gateway: str = _setting("FAMSWAP_DISCORD_GATEWAY", _parse_url, DISCORD_GATEWAY_DEFAULT)
+    # Limits on what users may send.
+    max_upload_mb: float = _setting("FAMSWAP_MAX_UPLOAD_MB", _parse_number(float, 0.1), 50.0)
+    max_clip_seconds: float = _setting("FAMSWAP_MAX_CLIP_SECONDS", _parse_number(float, 1), 60.0)
+    max_photos_per_identity: int = _setting("FAMSWAP_MAX_PHOTOS", _parse_number(int, 1), 60)
+    max_image_pixels: int = _setting("FAMSWAP_MAX_IMAGE_PIXELS", _parse_number(int, 10_000), 40_000_000)
+    max_clip_pixels: int = _setting("FAMSWAP_MAX_CLIP_PIXELS", _parse_number(int, 10_000), 1920 * 1080)
+    # Engine defaults.
+    model: str = _setting("FAMSWAP_MODEL", _parse_choice(_MODEL_NAMES), "auto")
+    quality: str = _setting("FAMSWAP_QUALITY", _parse_choice(_QUALITIES), "preview")
+    train_minutes_cpu: float = _setting("FAMSWAP_TRAIN_MINUTES_CPU", _parse_number(float, 0.05), 10.0)
+    train_minutes_gpu: float = _setting("FAMSWAP_TRAIN_MINUTES_GPU", _parse_number(float, 0.05), 20.0)
+    output_max_mb: float = _setting("FAMSWAP_OUTPUT_MAX_MB", _parse_number(float, 0.5), 10.0)
+    # Queue and retention.
+    max_queued_per_user: int = _setting("FAMSWAP_MAX_QUEUED_PER_USER", _parse_number(int, 1), 3)
+    max_queued_per_guild: int = _setting("FAMSWAP_MAX_QUEUED_PER_GUILD", _parse_number(int, 1), 20)
+    daily_jobs_per_user: int = _setting("FAMSWAP_DAILY_JOBS_PER_USER", _parse_number(int, 1), 20)
+    result_days: float = _setting("FAMSWAP_RESULT_DAYS", _parse_number(float, 0.01), 30.0)
+    keep_uploads: bool = _setting("FAMSWAP_KEEP_UPLOADS", _parse_bool, False)
+    guild_grace_days: float = _setting("FAMSWAP_GUILD_GRACE_DAYS", _parse_number(float, 0), 7.0)
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None, env_file: Path | None = None) -> Settings:
+        """Read settings from ``environ`` (default: the process environment) and ``env_file`` (default ``./.env``).
+
+        Variables already in the environment win over the file. Raises ConfigError naming the variable at fault.
+        """
+        env = dict(os.environ if environ is None else environ)
+        path = env_file if env_file is not None else Path(env.get("FAMSWAP_ENV_FILE", ".env"))
+        for key, value in read_env_file(path).items():
+            env.setdefault(key, value)
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f.metadata["env"])
+            if raw is not None:
+                values[f.name] = f.metadata["parse"](f.metadata["env"], raw)
+        return cls(**values)
+
+    # Derived locations: one place decides the layout of the data home.
+    @property
+    def database_path(self) -> Path:
+        return self.home / "famswap.sqlite3"
+
+    @property
+    def files_dir(self) -> Path:
+        return self.home / "files"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.home / "jobs"
+
+    @property
+    def models_path(self) -> Path:
+        """Where model files (face_landmarker.task) are looked up and downloaded to."""
+        return self.model_dir if self.model_dir is not None else self.home / "models"
+
+    @property
+    def key_path(self) -> Path:
+        """The encryption key lives outside the data home by default, so a copied home reveals no face."""
+        if self.key_file is not None:
+            return self.key_file
+        from platformdirs import user_config_path
+
+        return user_config_path("famswap", appauthor=False) / "famswap.key"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def output_max_bytes(self) -> int:
+        return int(self.output_max_mb * 1024 * 1024)
+
+    def require_token(self) -> str:
+        if not self.discord_token:
+            raise MissingToken(
+                "No Discord bot token is set.",
+                hint="Set DISCORD_TOKEN (in the environment or a .env file next to where you run famswap) "
+                "to the token from https://discord.com/developers/applications → your app → Bot → Reset Token.",
+            )
+        return self.discord_token
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse a simple KEY=VALUE .env file (comments, blank lines, optional quotes, optional 'export ')."""
+    if not path.is_file():
+        return {}
+    result: dict[str, str] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :].lstrip()
+        key, sep, value = line.partition("=")
+        if not sep or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key.strip()):
+            raise ConfigError(f"{path}:{number} is not a KEY=VALUE line.", hint="Fix or remove that line.")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        result[key.strip()] = value
+    return result

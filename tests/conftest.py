@@ -1,0 +1,59 @@
+"""Shared fixtures: where the read-only shared media and models are, and a fresh data home per test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _shared_dir() -> Path:
+    # CI and developers have shared/ beside the checkout; FAMSWAP_SHARED_DIR can point elsewhere.
+    return Path(os.environ.get("FAMSWAP_SHARED_DIR", REPO.parent / "shared")).resolve()
+
+
+SHARED = _shared_dir()
+MEDIA = SHARED / "media"
+PHOTOS = MEDIA / "photos"
+CLIPS = MEDIA / "clips"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"shared media not found at {SHARED} (set FAMSWAP_SHARED_DIR)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def photos(shared_dir: Path) -> Path:
+    return shared_dir / "media" / "photos"
+
+
+@pytest.fixture(scope="session")
+def clips(shared_dir: Path) -> Path:
+    return shared_dir / "media" / "clips"
+
+
+@pytest.fixture(scope="session")
+def model_dir(shared_dir: Path) -> Path:
+    return Path(os.environ.get("FAMSWAP_MODEL_DIR", shared_dir / "models"))
+
+
+@pytest.fixture(scope="session")
+def landmarker_model(model_dir: Path) -> Path:
+    path = model_dir / "face_landmarker.task"
+    if not path.is_file():
+        pytest.skip(f"{path} missing")
+    return path
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """A fresh, empty data home for one test."""
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
