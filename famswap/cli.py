@@ -1,0 +1,159 @@
+"""The `famswap` command line: builds one Settings, then hands off to the bot, the worker or the engine."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from famswap import __version__
+from famswap.config import Settings
+from famswap.errors import ConfigError, FamswapError
+from famswap.logs import setup_logging
+
+log = logging.getLogger("famswap")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _device_arg(value: str) -> str:
+    value = value.strip().lower()
+    if value not in ("auto", "cpu", "cuda") and not (value.startswith("cuda:") and value[5:].isdigit()):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a device: use auto, cpu, cuda or cuda:N")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="famswap",
+        description="Put family and friends into movie clips — a self-hosted Discord bot and command line.",
+    )
+    parser.add_argument("--version", action="version", version=f"famswap {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the Discord bot and its worker(s)")
+    run.add_argument("--no-worker", action="store_true", help="start only the bot (workers run elsewhere)")
+    run.set_defaults(handler=_cmd_run)
+
+    worker = sub.add_parser("worker", help="run a worker that trains and swaps queued jobs")
+    worker.add_argument("--device", type=_device_arg, default=None, help="auto, cpu, cuda or cuda:N")
+    worker.add_argument("--concurrency", type=int, default=1, help="jobs run at once by this worker (default 1)")
+    worker.add_argument("--once", action="store_true", help="exit when the queue is empty")
+    worker.set_defaults(handler=_cmd_worker)
+
+    enroll = sub.add_parser("enroll", help="enroll a person from photos, folders of photos or a selfie video")
+    enroll.add_argument("name", help="the person's name (how you will refer to them)")
+    enroll.add_argument("paths", nargs="+", type=Path, help="photos, folders of photos, or videos of the person")
+    enroll.set_defaults(handler=_cmd_enroll)
+
+    swap = sub.add_parser("swap", help="put an enrolled person (or one given by photos/video) into a clip")
+    swap.add_argument("clip", type=Path, help="the movie clip whose actor's face is replaced")
+    who = swap.add_mutually_exclusive_group(required=True)
+    who.add_argument("--identity", help="name of a person enrolled with `famswap enroll`")
+    who.add_argument("--identity-from", nargs="+", type=Path, metavar="PATH", help="photos, folders or videos")
+    swap.add_argument("--out", type=Path, required=True, help="where to write the finished MP4")
+    swap.add_argument("--train-minutes", type=float, default=None, help="training budget (default: by device)")
+    swap.add_argument("--track", type=int, default=None, help="which face of the clip to replace (see `tracks`)")
+    swap.add_argument("--device", type=_device_arg, default=None, help="auto, cpu, cuda or cuda:N")
+    swap.add_argument("--model", choices=("lite", "original", "hires"), default=None, help="model (default by device)")
+    swap.add_argument("--max-mb", type=float, default=None, help="size limit of the output (default 10 MB)")
+    swap.add_argument("--seed", type=int, default=None, help="seed for repeatable training")
+    swap.set_defaults(handler=_cmd_swap)
+
+    tracks = sub.add_parser("tracks", help="list the faces of a clip and write a numbered contact sheet")
+    tracks.add_argument("clip", type=Path)
+    tracks.add_argument("--out", type=Path, default=None, help="contact sheet image (default: CLIP.tracks.jpg)")
+    tracks.set_defaults(handler=_cmd_tracks)
+
+    ids = sub.add_parser("identities", help="list enrolled people")
+    ids.set_defaults(handler=_cmd_identities)
+
+    forget = sub.add_parser("forget", help="erase an enrolled person: photos, face set, decoder and results")
+    forget.add_argument("name")
+    forget.set_defaults(handler=_cmd_forget)
+
+    doctor = sub.add_parser("doctor", help="check this install: Python, torch/GPU, face model, ffmpeg, data home")
+    doctor.set_defaults(handler=_cmd_doctor)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        settings = Settings.load()
+    except ConfigError as exc:
+        print(f"famswap: {exc.user_text()}", file=sys.stderr)
+        return EXIT_USAGE
+    setup_logging(settings.log_level)
+    try:
+        return int(args.handler(settings, args) or EXIT_OK)
+    except ConfigError as exc:
+        print(f"famswap: {exc.user_text()}", file=sys.stderr)
+        return EXIT_USAGE
+    except FamswapError as exc:
+        print(f"famswap: {exc.user_text()}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("famswap: interrupted", file=sys.stderr)
+        return 130
+
+
+def _cmd_doctor(settings: Settings, args: argparse.Namespace) -> int:
+    from famswap.doctor import format_report, run_checks
+
+    checks = run_checks(settings)
+    print(format_report(checks))
+    return EXIT_OK if all(c.ok for c in checks) else EXIT_FAILED
+
+
+def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    settings.require_token()
+    from famswap.supervisor import run_all
+
+    return run_all(settings, with_worker=not args.no_worker)
+
+
+def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from swap_engine.worker import run_worker
+
+    return run_worker(settings, device=args.device, concurrency=args.concurrency, once=args.once)
+
+
+def _cmd_enroll(settings: Settings, args: argparse.Namespace) -> int:
+    from famswap.local import enroll
+
+    return enroll(settings, args.name, args.paths)
+
+
+def _cmd_swap(settings: Settings, args: argparse.Namespace) -> int:
+    from famswap.local import swap
+
+    return swap(settings, args)
+
+
+def _cmd_tracks(settings: Settings, args: argparse.Namespace) -> int:
+    from famswap.local import tracks
+
+    return tracks(settings, args.clip, args.out)
+
+
+def _cmd_identities(settings: Settings, args: argparse.Namespace) -> int:
+    from famswap.local import list_identities
+
+    return list_identities(settings)
+
+
+def _cmd_forget(settings: Settings, args: argparse.Namespace) -> int:
+    from famswap.local import forget
+
+    return forget(settings, args.name)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""The famswap command line as a user meets it: help, doctor, and a clear exit without a token."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _famswap(args: list[str], env_extra: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FAMSWAP_", "DISCORD_"))}
+    env.update(env_extra)
+    return subprocess.run(
+        [sys.executable, "-m", "famswap.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120
+    )
+
+
+@pytest.fixture
+def env(home: Path, model_dir: Path) -> dict[str, str]:
+    return {"FAMSWAP_HOME": str(home), "FAMSWAP_MODEL_DIR": str(model_dir), "FAMSWAP_KEY_FILE": str(home.parent / "k")}
+
+
+def test_help_lists_the_commands(env: dict[str, str], tmp_path: Path) -> None:
+    out = _famswap(["--help"], env, tmp_path)
+    assert out.returncode == 0
+    for command in ("run", "worker", "enroll", "swap", "identities", "forget", "doctor"):
+        assert command in out.stdout
+
+
+def test_run_without_token_exits_2_with_one_line(env: dict[str, str], tmp_path: Path) -> None:
+    out = _famswap(["run"], env, tmp_path)
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "DISCORD_TOKEN" in lines[0]
+    assert "Traceback" not in out.stderr
+
+
+def test_bad_setting_exits_2_naming_it(env: dict[str, str], tmp_path: Path) -> None:
+    out = _famswap(["doctor"], {**env, "FAMSWAP_DEVICE": "tpu"}, tmp_path)
+    assert out.returncode == 2
+    assert "FAMSWAP_DEVICE" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_doctor_reports_what_it_found(env: dict[str, str], tmp_path: Path) -> None:
+    out = _famswap(["doctor"], env, tmp_path)
+    assert "Traceback" not in out.stderr, out.stderr
+    assert out.returncode == 0, out.stdout + out.stderr
+    text = out.stdout
+    assert "python" in text and "torch" in text and "ffmpeg" in text
+    assert "checksum ok" in text
+    assert "no DISCORD_TOKEN" in text
