@@ -1,0 +1,114 @@
+"""`famswap run`: the bot in this process and one worker per GPU (or one CPU worker) as restarted child processes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from famswap.config import Settings
+
+log = logging.getLogger("famswap.supervisor")
+
+
+def worker_devices(settings: Settings) -> list[str]:
+    """One worker per visible GPU, or a single CPU worker; FAMSWAP_DEVICE pins one device."""
+    if settings.device != "auto":
+        return [settings.device]
+    try:
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except ImportError:  # pragma: no cover - torch is a dependency
+        count = 0
+    return [f"cuda:{i}" for i in range(count)] or ["cpu"]
+
+
+@dataclass
+class WorkerProcess:
+    """A worker child process and when it may next be restarted (backoff after quick deaths)."""
+
+    device: str
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    next_start: float = field(default=0.0)
+
+    def start(self) -> None:
+        command = [sys.executable, "-m", "famswap.cli", "worker", "--device", self.device]
+        self.process = subprocess.Popen(command, env=os.environ.copy())
+        self.started_at = time.monotonic()
+        log.info("started a worker on %s (pid %d)", self.device, self.process.pid)
+
+    def check(self) -> None:
+        """Restart the worker if it died; back off up to a minute when it keeps dying right after starting."""
+        now = time.monotonic()
+        if self.process is None:
+            if now >= self.next_start:
+                self.start()
+            return
+        code = self.process.poll()
+        if code is None:
+            return
+        lived = now - self.started_at
+        self.restarts = 0 if lived > 120 else self.restarts + 1
+        delay = min(60.0, 2.0**self.restarts)
+        log.warning("the worker on %s stopped (exit %s); restarting in %.0f s", self.device, code, delay)
+        self.process = None
+        self.next_start = now + delay
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM lets the worker checkpoint and hand its job back; SIGKILL after ``timeout``."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("the worker on %s did not stop in %.0f s; killing it", self.device, timeout)
+            self.process.kill()
+            self.process.wait()
+
+
+async def _supervise(workers: list[WorkerProcess]) -> None:
+    while True:
+        for w in workers:
+            w.check()
+        await asyncio.sleep(1.0)
+
+
+async def _run(settings: Settings, with_worker: bool) -> int:
+    from bot.app import serve
+    from storage import open_storage
+
+    workers = [WorkerProcess(device) for device in worker_devices(settings)] if with_worker else []
+    async with open_storage(settings) as store:
+        supervisor = asyncio.create_task(_supervise(workers)) if workers else None
+        try:
+            await serve(settings, store)
+        finally:
+            if supervisor is not None:
+                supervisor.cancel()
+            for w in workers:
+                w.stop()
+    return 0
+
+
+def run_all(settings: Settings, *, with_worker: bool = True) -> int:
+    """Run until Ctrl-C or SIGTERM; workers get SIGTERM so they checkpoint before exiting."""
+    loop = asyncio.new_event_loop()
+    main = loop.create_task(_run(settings, with_worker))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, main.cancel)
+    try:
+        return loop.run_until_complete(main)
+    except asyncio.CancelledError:
+        log.info("famswap stopped")
+        return 0
+    finally:
+        loop.close()
