@@ -1,0 +1,166 @@
+"""Model files: find, checksum-verify and (on first use) atomically download MediaPipe's face_landmarker.task.
+
+Contract:
+- ``landmarker_path(model_dir)`` returns ``model_dir / "face_landmarker.task"`` only once its SHA-256 matches
+  ``LANDMARKER_SHA256``. A present file with another checksum is never used and never silently replaced: it raises
+  ``ModelFileError`` telling the user to delete it. An absent file is downloaded from ``OFFICIAL_URL`` (or ``url``)
+  into a temporary file in the same folder, verified, then moved into place with ``os.replace``, so a crash or a
+  failed download never leaves a half-written model behind.
+- ``verify_file(path, sha256)`` is the plain check ``famswap doctor`` uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+from typing import BinaryIO
+
+from famswap.errors import ModelFileError
+
+LANDMARKER_FILE = "face_landmarker.task"
+OFFICIAL_URL = "https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/float16/1/face_landmarker.task"
+LANDMARKER_SHA256 = "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff"
+LANDMARKER_BYTES = 3_758_596
+
+_CHUNK = 1 << 16
+_TIMEOUT_S = 30.0
+# Files already verified in this process, keyed by path, with the (size, mtime_ns) they had then: a file that is
+# replaced or touched is hashed again, an untouched one is not re-hashed on every job.
+_verified: dict[Path, tuple[int, int]] = {}
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_file(path: Path, sha256: str) -> bool:
+    """True when ``path`` is a readable file whose SHA-256 is ``sha256`` (hex, any case)."""
+    try:
+        return sha256_file(Path(path)) == sha256.lower()
+    except OSError:
+        return False
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _env_hint(model_dir: Path) -> str:
+    return (
+        f"Download it by hand from {OFFICIAL_URL} into a folder and set FAMSWAP_MODEL_DIR to that folder "
+        f"(now looking in {model_dir})."
+    )
+
+
+def landmarker_path(
+    model_dir: Path, *, download: bool = True, progress: bool = True, url: str = OFFICIAL_URL
+) -> Path:
+    """Return the verified ``face_landmarker.task`` in ``model_dir``, downloading it there when absent.
+
+    Raises ``ModelFileError`` when the file present has the wrong checksum, when it is absent and ``download`` is
+    False, or when the download fails (offline, server error, wrong bytes, folder not writable).
+    """
+    model_dir = Path(model_dir)
+    path = model_dir / LANDMARKER_FILE
+    if path.is_file():
+        key = path.resolve()
+        stamp = _stamp(path)
+        if _verified.get(key) == stamp:
+            return path
+        if not verify_file(path, LANDMARKER_SHA256):
+            raise ModelFileError(
+                f"{path} is not the expected face model: its SHA-256 does not match (truncated, corrupted or a "
+                f"different version).",
+                hint=f"Delete it and famswap will download it again from {OFFICIAL_URL}, "
+                "or point FAMSWAP_MODEL_DIR at a folder holding the right file.",
+            )
+        _verified[key] = stamp
+        return path
+    if path.exists():
+        raise ModelFileError(
+            f"{path} exists but is not a file.", hint="Remove it so the model can be downloaded."
+        )
+    if not download:
+        raise ModelFileError(f"The face model {path} is missing.", hint=_env_hint(model_dir))
+    _download(url, path, progress=progress)
+    _verified[path.resolve()] = _stamp(path)
+    return path
+
+
+def _download(url: str, path: Path, *, progress: bool) -> None:
+    """Fetch ``url`` into ``path`` atomically, checking the size cap and the SHA-256 before the rename."""
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(prefix=f".{LANDMARKER_FILE}.", suffix=".part", dir=folder)
+    except OSError as exc:
+        raise ModelFileError(
+            f"Cannot write the face model into {folder}: {exc}.",
+            hint="Make that folder writable, or set FAMSWAP_MODEL_DIR to a writable folder that holds the model.",
+        ) from exc
+    temp = Path(temp_name)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            digest = _fetch(url, out, folder, progress=progress)
+        if digest != LANDMARKER_SHA256:
+            raise ModelFileError(
+                f"The face model downloaded from {url} has the wrong SHA-256 ({digest[:12]}…); it was discarded.",
+                hint="Try again later. " + _env_hint(folder),
+            )
+        os.replace(temp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+
+
+def _fetch(url: str, out: BinaryIO, folder: Path, *, progress: bool) -> str:
+    """Stream ``url`` into ``out``; return the hex SHA-256 of what was written."""
+    digest = hashlib.sha256()
+    done = 0
+    try:
+        with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response:
+            total = int(response.headers.get("Content-Length") or LANDMARKER_BYTES)
+            while chunk := response.read(_CHUNK):
+                done += len(chunk)
+                if done > 2 * LANDMARKER_BYTES:
+                    # Whatever this is, it is not the 3.7 MB model: stop before filling the disk.
+                    raise ModelFileError(
+                        f"{url} sent more than {2 * LANDMARKER_BYTES} bytes, far more than the face model.",
+                        hint=_env_hint(folder),
+                    )
+                digest.update(chunk)
+                out.write(chunk)
+                if progress:
+                    _show_progress(done, total)
+    except (OSError, ValueError) as exc:  # URLError, HTTPError, timeouts and refused connections are OSErrors
+        reason = getattr(exc, "reason", None) or exc
+        raise ModelFileError(
+            f"Could not download the face model from {url}: {reason}.",
+            hint="Check this machine's internet connection. " + _env_hint(folder),
+        ) from exc
+    finally:
+        if progress and done:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+    return digest.hexdigest()
+
+
+def _show_progress(done: int, total: int) -> None:
+    fraction = min(done / total, 1.0) if total else 0.0
+    width = 30
+    bar = "#" * int(fraction * width)
+    sys.stderr.write(
+        f"\rDownloading {LANDMARKER_FILE} [{bar:<{width}}] {fraction:4.0%} {done / 1e6:.1f}/{total / 1e6:.1f} MB"
+    )
+    sys.stderr.flush()
