@@ -108,7 +108,9 @@ def test_bad_inputs_raise(pair: tuple[np.ndarray, np.ndarray]) -> None:
 def test_stabilizer_with_zero_momentum_is_per_frame_transfer(pair: tuple[np.ndarray, np.ndarray]) -> None:
     src, ref = pair
     mask = _ellipse_mask(soft=True)
-    np.testing.assert_array_equal(ColorStabilizer(momentum=0.0).apply(src, ref, mask), reinhard_lab(src, ref, mask))
+    np.testing.assert_array_equal(
+        ColorStabilizer(momentum=0.0).apply(src, ref, mask), reinhard_lab(src, ref, mask)
+    )
     stab = ColorStabilizer("histogram", momentum=0.0)
     np.testing.assert_array_equal(stab.apply(src, ref, mask), histogram_match(src, ref, mask))
 
