@@ -1,0 +1,153 @@
+"""Reconstruction losses for the autoencoder and the landmark-based maps that weight them.
+
+- ``ssim_map(x, y)``: per-pixel SSIM of ``(B, 3, H, W)`` images in ``[0, 1]`` (Gaussian window), ``(B, 1, H, W)``.
+- ``face_loss(pred, target, weight)``: ``ssim_weight * DSSIM + l1_weight * L1``, averaged with a per-pixel weight
+  ``(B, 1, H, W)`` (the face mask times the eye/mouth emphasis, with a little weight left on the background).
+- ``mask_loss(pred_mask, mask)``: mean squared error of a learned mask against the landmark hull mask.
+- ``face_hull_mask(points, size)`` / ``region_weights(points, size)``: ``(size, size)`` float32 maps from the 478
+  mediapipe landmarks in crop pixel coordinates (numpy in, numpy out; OpenCV imported when called).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# mediapipe face-mesh contours (indices into the 478 points).
+RIGHT_EYE = (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246)
+LEFT_EYE = (362, 382, 381, 380, 374, 373, 390, 249, 263, 466, 388, 387, 386, 385, 384, 398)
+RIGHT_BROW = (46, 53, 52, 65, 55, 70, 63, 105, 66, 107)
+LEFT_BROW = (276, 283, 282, 295, 285, 300, 293, 334, 296, 336)
+LIPS_OUTER = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185)
+FACE_OVAL = (
+    10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
+    152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109,
+)  # fmt: skip
+
+
+# -----------------------------------------------------------------------------
+# per-pixel losses (torch)
+
+
+@lru_cache(maxsize=8)
+def _gauss(window: int, sigma: float) -> torch.Tensor:
+    x = torch.arange(window, dtype=torch.float32) - (window - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    return g / g.sum()  # (window,)
+
+
+def _blur(x: torch.Tensor, window: int, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of every channel of ``(B, C, H, W)``, 'same' size (reflect padding)."""
+    c = x.shape[1]
+    g = _gauss(window, sigma).to(x.device, x.dtype)
+    pad = window // 2
+    x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    x = F.conv2d(x, g.view(1, 1, 1, window).expand(c, 1, 1, window), groups=c)  # (B, C, H+2p, W)
+    return F.conv2d(x, g.view(1, 1, window, 1).expand(c, 1, window, 1), groups=c)  # (B, C, H, W)
+
+
+def ssim_map(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """Per-pixel SSIM of two ``(B, 3, H, W)`` images in [0, 1], averaged over channels: ``(B, 1, H, W)``."""
+    window = min(window, x.shape[-1] // 2 * 2 - 1)  # tiny test images
+    c1, c2 = 0.01**2, 0.03**2
+    n = x.shape[1]
+    stats = _blur(torch.cat([x, y, x * x, y * y, x * y], 1), window, sigma)  # (B, 5C, H, W)
+    mx, my, xx, yy, xy = stats.split(n, 1)
+    vx, vy, cxy = xx - mx * mx, yy - my * my, xy - mx * my
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return s.mean(1, keepdim=True)
+
+
+def face_loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor,
+    *,
+    ssim_weight: float = 1.0,
+    l1_weight: float = 1.0,
+) -> torch.Tensor:
+    """Weighted mean of ``ssim_weight * (1 - SSIM) / 2 + l1_weight * |pred - target|`` (a 0-dim tensor).
+
+    ``pred``/``target`` ``(B, 3, H, W)``; ``weight`` ``(B, 1, H, W)``, non-negative. Computed in float32.
+    """
+    pred, target, weight = pred.float(), target.float(), weight.float()
+    per_pixel = l1_weight * (pred - target).abs().mean(1, keepdim=True)  # (B, 1, H, W)
+    if ssim_weight:
+        per_pixel = per_pixel + ssim_weight * (1 - ssim_map(pred, target)) / 2
+    return (per_pixel * weight).sum() / weight.sum().clamp_min(1e-6)
+
+
+def mask_loss(pred_mask: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of a learned ``(B, 1, H, W)`` mask against the landmark mask."""
+    return F.mse_loss(pred_mask.float(), mask.float())
+
+
+def pixel_weight(mask: torch.Tensor, emphasis: torch.Tensor, background: float = 0.05) -> torch.Tensor:
+    """The loss weight per pixel: the face mask (with ``background`` left outside it) times the eye/mouth emphasis."""
+    return (background + (1 - background) * mask) * emphasis
+
+
+# -----------------------------------------------------------------------------
+# landmark maps (numpy + OpenCV)
+
+
+def face_hull_mask(points: np.ndarray, size: int, *, feather: float = 0.02) -> np.ndarray:
+    """``(size, size)`` float32 in [0, 1]: the convex hull of the landmarks, edges feathered by ``feather * size``."""
+    import cv2
+    import numpy as np
+
+    mask = np.zeros((size, size), np.float32)
+    hull = cv2.convexHull(np.round(points).astype(np.int32))
+    cv2.fillConvexPoly(mask, hull, 1.0, lineType=cv2.LINE_AA)
+    sigma = feather * size
+    if sigma > 0:
+        mask = cv2.GaussianBlur(mask, (0, 0), sigma)
+    return np.clip(mask, 0.0, 1.0)
+
+
+def region_weights(
+    points: np.ndarray, size: int, *, eyes: float = 3.0, mouth: float = 2.0, grow: float = 0.03
+) -> np.ndarray:
+    """``(size, size)`` float32: 1 everywhere, ``eyes`` on the eyes and brows, ``mouth`` on the lips.
+
+    Each region is the convex hull of its contour, dilated by ``grow * size`` and softened, so a few pixels of
+    landmark error still cover the region. Where regions overlap the larger weight wins.
+    """
+    import cv2
+    import numpy as np
+
+    out = np.ones((size, size), np.float32)
+    radius = max(1, int(round(grow * size)))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    for idx, value in (
+        (RIGHT_EYE + RIGHT_BROW, eyes),
+        (LEFT_EYE + LEFT_BROW, eyes),
+        (LIPS_OUTER, mouth),
+    ):
+        region = np.zeros((size, size), np.uint8)
+        hull = cv2.convexHull(np.round(points[list(idx)]).astype(np.int32))
+        cv2.fillConvexPoly(region, hull, 1)
+        region = cv2.dilate(region, kernel).astype(np.float32)
+        region = cv2.GaussianBlur(region, (0, 0), radius / 2)
+        out = np.maximum(out, 1.0 + (value - 1.0) * region)
+    return out
+
+
+__all__ = [
+    "ssim_map",
+    "face_loss",
+    "mask_loss",
+    "pixel_weight",
+    "face_hull_mask",
+    "region_weights",
+    "RIGHT_EYE",
+    "LEFT_EYE",
+    "LIPS_OUTER",
+    "FACE_OVAL",
+]
