@@ -75,11 +75,10 @@ def alpha_blend(dst_region: np.ndarray, src_region: np.ndarray, mask: np.ndarray
     """``dst * (1 - mask) + src * mask`` rounded to uint8; where ``mask == 0`` the result equals ``dst`` exactly."""
     if dst_region.shape != src_region.shape or mask.shape != dst_region.shape[:2]:
         raise ValueError(f"shapes differ: dst {dst_region.shape}, src {src_region.shape}, mask {mask.shape}")
-    dst = dst_region.astype(np.float32)
-    m = np.asarray(mask, np.float32)[..., None]
-    # dst + (src - dst) * m: with m == 0 this is dst + 0 (exact), with m == 1 it is src (exact).
-    out = dst + (src_region.astype(np.float32) - dst) * m
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    m = np.clip(np.asarray(mask, np.float32), 0.0, 1.0)
+    # OpenCV's per-pixel weighted sum (rounded, saturated, SIMD): several times faster than float numpy here.
+    # Weights 1 and 0 give back dst exactly (tested), which the "outside the mask is untouched" promise needs.
+    return cv2.blendLinear(np.ascontiguousarray(dst_region), np.ascontiguousarray(src_region), 1.0 - m, m)
 
 
 def _mask_box(mask: np.ndarray) -> Box | None:
