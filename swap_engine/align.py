@@ -181,9 +181,9 @@ def face_mask(
     """``(size, size)`` float32 mask in ``[0, 1]`` of the face in a crop: the hull of the face oval and brows.
 
     ``forehead=True`` raises the top of the hull over the forehead (MediaPipe's mesh stops mid-forehead) by a
-    tenth of the mesh's top-to-chin height (about to the hairline), fading to none at eye level. ``feather_px`` softens the edge *inward*
-    (the mask is 0 on and outside the hull, 1 from about ``2 * feather_px`` inside it); None means 2 % of
-    ``size``, 0 a hard (anti-aliased) edge.
+    tenth of the mesh's top-to-chin height (about to the hairline), fading to none at eye level. ``feather_px``
+    softens the edge *inward* (the mask is 0 on and outside the hull, 1 from about ``2 * feather_px`` inside it);
+    None means 2 % of ``size``, 0 a hard (anti-aliased) edge.
     """
     points = np.asarray(points_in_crop, np.float64)
     outline = points[list(FACE_OVAL) + list(LEFT_BROW) + list(RIGHT_BROW)]
