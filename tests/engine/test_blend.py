@@ -177,3 +177,17 @@ def test_poisson_blend_falls_back_on_tiny_masks() -> None:
     out = poisson_blend(frame, np.full((9, 9, 3), 255, np.uint8), mask, (100, 100))
     changed = np.argwhere(np.any(out != frame, axis=2))
     assert len(changed) <= 1 and (len(changed) == 0 or tuple(changed[0]) == (100, 100))
+
+
+@pytest.mark.parametrize("side", [120, 420])  # solved at full resolution / as a 256 px membrane, upsampled
+def test_poisson_takes_the_frame_colour_where_alpha_keeps_the_face_colour(side: int) -> None:
+    frame = cv2.GaussianBlur(_frame(480, 640), (0, 0), 3)
+    y0, x0 = 240 - side // 2, 320 - side // 2
+    region = frame[y0 : y0 + side, x0 : x0 + side]
+    patch = np.clip(region.astype(int) + (40, 25, -30), 0, 255).astype(np.uint8)  # same texture, other colour
+    mask = erode_feather(_hull(side), side // 20, side // 20)
+    core = mask > 0.99
+    out = poisson_blend(frame, patch, mask, (320, 240))[y0 : y0 + side, x0 : x0 + side]
+    alpha = alpha_blend(region, patch, mask)
+    assert np.abs(alpha[core].astype(int) - region[core]).mean() > 25
+    assert np.abs(out[core].astype(int) - region[core]).mean() < 3
