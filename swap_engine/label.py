@@ -43,7 +43,8 @@ _SUPERSAMPLE = 4
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (x1, y1 exclusive)
 
 SYNTHETIC_METADATA: dict[str, str] = {
-    # comment and description survive ffmpeg's MP4/MOV, WebM/MKV and GIF muxers as plain `-metadata key=value`.
+    # comment and description survive ffmpeg's MP4/MOV and WebM/MKV muxers as plain `-metadata key=value`
+    # (its GIF and WebP muxers drop all metadata: see SYNTHETIC_XMP for images written with Pillow).
     "comment": "AI face swap — synthetic media made with famswap",
     "description": (
         "Synthetic media: a face in this video was replaced by an AI face-swap model (famswap). "
@@ -53,9 +54,29 @@ SYNTHETIC_METADATA: dict[str, str] = {
     "synthetic": "true",
     "ai_generated": "true",
     "generator": "famswap",
-    # IPTC's term for media made by a trained model (also what C2PA / Google's SynthID labels use).
+    # IPTC's term for media made by a trained model (the vocabulary C2PA manifests use as well).
     "digital_source_type": "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia",
 }
+
+_IPTC_TRAINED = SYNTHETIC_METADATA["digital_source_type"]
+
+# The same statement as an XMP packet, for stills and animations written with Pillow, which keeps it where
+# ffmpeg would not: WebP ``save(..., xmp=SYNTHETIC_XMP.encode())``, PNG ``PngInfo().add_itxt("XML:com.adobe.xmp",
+# SYNTHETIC_XMP)``, JPEG ``save(..., xmp=...)``; GIF has no XMP in Pillow, use ``comment=SYNTHETIC_METADATA["comment"]``.
+SYNTHETIC_XMP: str = (
+    '<x:xmpmeta xmlns:x="adobe:ns:meta/">'
+    '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+    '<rdf:Description rdf:about=""'
+    ' xmlns:dc="http://purl.org/dc/elements/1.1/"'
+    ' xmlns:xmp="http://ns.adobe.com/xap/1.0/"'
+    ' xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/"'
+    f' Iptc4xmpExt:DigitalSourceType="{_IPTC_TRAINED}"'
+    ' xmp:CreatorTool="famswap">'
+    '<dc:description><rdf:Alt><rdf:li xml:lang="x-default">'
+    f"{SYNTHETIC_METADATA['comment']}"
+    "</rdf:li></rdf:Alt></dc:description>"
+    "</rdf:Description></rdf:RDF></x:xmpmeta>"
+)
 
 
 @dataclass(frozen=True)

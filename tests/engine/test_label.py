@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import io
+import xml.etree.ElementTree as ET
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from swap_engine.label import (
     CORNERS,
     MIN_BADGE_PX,
     SYNTHETIC_METADATA,
+    SYNTHETIC_XMP,
     LabelRenderer,
     LabelStyle,
     draw_label,
@@ -110,3 +115,14 @@ def test_synthetic_metadata() -> None:
     assert "AI face swap" in SYNTHETIC_METADATA["comment"] and "famswap" in SYNTHETIC_METADATA["comment"]
     assert "synthetic" in SYNTHETIC_METADATA["description"].lower()
     assert SYNTHETIC_METADATA["ai_generated"] == "true"
+
+
+def test_synthetic_xmp_is_valid_and_survives_a_webp() -> None:
+    root = ET.fromstring(SYNTHETIC_XMP)
+    desc = root.find(".//{http://www.w3.org/1999/02/22-rdf-syntax-ns#}Description")
+    assert desc is not None
+    source = desc.get("{http://iptc.org/std/Iptc4xmpExt/2008-02-29/}DigitalSourceType")
+    assert source == SYNTHETIC_METADATA["digital_source_type"]
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(buf, "WEBP", xmp=SYNTHETIC_XMP.encode())
+    assert b"trainedAlgorithmicMedia" in Image.open(io.BytesIO(buf.getvalue())).info["xmp"]
