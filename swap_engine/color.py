@@ -7,10 +7,12 @@ fitted on the masked pixels and applied to the *whole* ``src`` crop, returned as
 decides later which pixels are used. A mask with (almost) no weight leaves ``src`` unchanged.
 
 Default: Reinhard transfer in CIE LAB (Reinhard et al. 2001). It moves six numbers (a mean and a spread per LAB
-channel), so it is cheap (a few milliseconds on a 256 px crop, mostly the LAB conversions), cannot invent banding or posterisation, and
-is easy to keep steady over time (``ColorStabilizer`` averages those six numbers per side). Histogram matching fits
-the whole tonal curve, which also fixes contrast/gamma differences, but it follows every change of the pixels under
-the mask (an opening mouth, a hand) and can posterise when a channel's histogram is narrow, so it is the option.
+channel), so it is cheap (a few milliseconds on a 256 px crop, mostly the LAB conversions), cannot invent banding
+or posterisation, works in a space where lightness and the two colour axes are nearly independent (so a warmer
+light does not change contrast), and is easy to keep steady over time (``ColorStabilizer`` averages those six
+numbers per side). Histogram matching fits the whole tonal curve, which also fixes contrast/gamma differences,
+but it follows every change of the pixels under the mask (an opening mouth, a hand) and can posterise when a
+channel's histogram is narrow, so it is the option.
 """
 
 from __future__ import annotations
