@@ -149,7 +149,9 @@ class Identity:
     guild_id: int
     owner_id: int
     display_name: str
-    subject_user_id: int | None  # the Discord member whose face it is, when known (the owner for self-enrollment)
+    subject_user_id: (
+        int | None
+    )  # the Discord member whose face it is, when known (the owner for self-enrollment)
     on_behalf: bool
     consent_confirmed_by: int | None
     consent_confirmed_at: datetime | None
@@ -204,7 +206,8 @@ class Grant:
         return cls(
             identity_id=row["identity_id"],
             guild_id=row["guild_id"],
-            user_id=row["user_id"] or None,  # 0 stands for "everyone" in the table (NULLs are never equal in UNIQUE)
+            user_id=row["user_id"]
+            or None,  # 0 stands for "everyone" in the table (NULLs are never equal in UNIQUE)
             granted_by=row["granted_by"],
             created_at=ts(row["created_at"]),
         )
@@ -447,4 +450,6 @@ class ForgetReport:
     jobs: int = 0
     results: int = 0
     files: int = 0
-    running_jobs_stopped: int = 0  # running jobs whose rows were removed: their worker stops at its next heartbeat
+    running_jobs_stopped: int = (
+        0  # running jobs whose rows were removed: their worker stops at its next heartbeat
+    )
