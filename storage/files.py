@@ -229,16 +229,18 @@ async def sweep_orphans(
     refers to. Returns (orphan files, temp files, orphan blob rows). Younger files may be another process's write
     in progress, so they are left for the next sweep."""
     cutoff = now - min_age
+    # File times come from the real clock, whatever clock the caller runs on.
+    file_cutoff = time.time() - min_age
     temp = 0
     for path in list(store.temp_files()):
         with contextlib.suppress(FileNotFoundError):
-            if path.stat().st_mtime < cutoff:
+            if path.stat().st_mtime < file_cutoff:
                 path.unlink()
                 temp += 1
     candidates = []
     for digest, path in store.stored():
         with contextlib.suppress(FileNotFoundError):
-            if path.stat().st_mtime < cutoff:
+            if path.stat().st_mtime < file_cutoff:
                 candidates.append(digest)
     orphans = 0
     for start in range(0, len(candidates), 200):

@@ -1,0 +1,132 @@
+"""Helpers for the storage tests: a fake clock, schema snapshots, and worker functions run in spawned processes.
+
+Worker functions live here (not in a test module) so ``multiprocessing`` with the spawn method can import them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from famswap.config import Settings
+
+
+class FakeClock:
+    """A clock tests move by hand (leases, backoff, quotas and expiry read it instead of waiting)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def data_files(home: Path) -> list[Path]:
+    """Every regular file under a data home (database files included)."""
+    return sorted(p for p in home.rglob("*") if p.is_file())
+
+
+def schema_snapshot(path: Path) -> dict[str, Any]:
+    """The schema of a database in a form that ignores how it got there (column order and types, keys, indexes,
+    triggers, views, seeded counters, user_version), for comparing a fresh install with a migrated one."""
+    conn = sqlite3.connect(path)
+    try:
+        snapshot: dict[str, Any] = {"user_version": conn.execute("PRAGMA user_version").fetchone()[0]}
+        objects = conn.execute(
+            "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name"
+        ).fetchall()
+        for kind, name, table, sql in objects:
+            if kind == "table":
+                snapshot[f"table {name}"] = {
+                    "columns": conn.execute(f"PRAGMA table_xinfo('{name}')").fetchall(),
+                    "foreign_keys": sorted(conn.execute(f"PRAGMA foreign_key_list('{name}')").fetchall()),
+                    "indexes": sorted(
+                        (
+                            row[1],
+                            row[2],
+                            row[3],
+                            row[4],
+                            conn.execute(f"PRAGMA index_xinfo('{row[1]}')").fetchall(),
+                        )
+                        for row in conn.execute(f"PRAGMA index_list('{name}')").fetchall()
+                    ),
+                    "checks": _checks(sql),
+                }
+            elif kind in ("trigger", "view"):
+                snapshot[f"{kind} {name}"] = (table, " ".join(sql.split()))
+        snapshot["counters"] = sorted(conn.execute("SELECT name FROM counters").fetchall())
+        return snapshot
+    finally:
+        conn.close()
+
+
+def _checks(sql: str) -> list[str]:
+    # CHECK constraints are not reported by any pragma: compare their normalised text.
+    text = " ".join(sql.split())
+    found = []
+    start = text.find("CHECK (")
+    while start != -1:
+        depth, i = 0, start + len("CHECK ")
+        while i < len(text):
+            depth += {"(": 1, ")": -1}.get(text[i], 0)
+            i += 1
+            if depth == 0:
+                break
+        found.append(text[start:i])
+        start = text.find("CHECK (", i)
+    return sorted(found)
+
+
+# ------------------------------------------------------------------------------------------------ spawned workers
+def _settings(home: str, key: str) -> Settings:
+    return Settings(home=Path(home), key_file=Path(key))
+
+
+def drain_queue(home: str, key: str, worker_id: str, lease: float, out_path: str) -> None:
+    """Claim and complete jobs until none is left; append each claimed job id to ``out_path`` (one per line)."""
+
+    async def main() -> None:
+        from storage import open_storage
+
+        async with open_storage(_settings(home, key), maintenance=False, synchronous="NORMAL") as store:
+            with open(out_path, "a", buffering=1) as out:
+                idle = 0
+                while idle < 20:
+                    job = await store.claim(worker_id, lease_seconds=lease)
+                    if job is None:
+                        idle += 1
+                        await asyncio.sleep(0.02)
+                        continue
+                    idle = 0
+                    out.write(f"{job.id}\n")
+                    await store.heartbeat(job.id, worker_id, lease_seconds=lease)
+                    await store.complete(job.id, worker_id, report={"worker": worker_id})
+
+    asyncio.run(main())
+
+
+def run_one_job_forever(home: str, key: str, worker_id: str, lease: float, ready_path: str) -> None:
+    """Claim one job, save a checkpoint, signal readiness, then 'work' (heartbeating) until killed."""
+
+    async def main() -> None:
+        from storage import open_storage
+
+        async with open_storage(_settings(home, key), maintenance=False, synchronous="NORMAL") as store:
+            job = None
+            while job is None:
+                job = await store.claim(worker_id, lease_seconds=lease)
+                await asyncio.sleep(0.02)
+            await store.save_checkpoint(job.id, worker_id, {"stage": "train", "step": 1234})
+            Path(ready_path).write_text(f"{job.id} {os.getpid()}")
+            while True:
+                await store.heartbeat(job.id, worker_id, lease_seconds=lease)
+                await asyncio.sleep(lease / 4)
+
+    asyncio.run(main())
