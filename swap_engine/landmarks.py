@@ -70,7 +70,7 @@ LIPS_OUTER = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 
 # A tile's faces that come within this many pixels of an inner tile edge are probably cut off there.
 _EDGE_PX = 2.0
 # Two faces whose boxes overlap more than this (intersection over union) are the same face.
-_SAME_FACE_IOU = 0.3
+_SAME_FACE_IOU = 0.4
 # Frames whose short side is below this are not worth tiling: the detector already sees them near full size.
 _MIN_TILE_SOURCE_PX = 192
 _FRAME_MS = 1000.0 / 30.0
@@ -230,9 +230,8 @@ class LandmarkDetector:
         rgb = np.ascontiguousarray(rgb)
         faces = self._run(self._landmarker, rgb, self._next_timestamp(timestamp_ms))
         if self.tiles == "always" or (self.tiles == "empty" and not faces):
-            faces = self._add_tile_faces(rgb, faces)
-        faces.sort(key=lambda f: f.size, reverse=True)
-        return faces[: self.max_faces]
+            faces += self._tile_faces(rgb)
+        return _distinct(faces)[: self.max_faces]
 
     def _next_timestamp(self, timestamp_ms: int | None) -> int | None:
         if not self.video:
@@ -273,25 +272,33 @@ class LandmarkDetector:
             faces.append(Face(points, depth, shapes, pose))
         return faces
 
-    def _add_tile_faces(self, rgb: np.ndarray, faces: list[Face]) -> list[Face]:
-        """``faces`` plus the faces found on overlapping tiles that are not already among them."""
+    def _tile_faces(self, rgb: np.ndarray) -> list[Face]:
+        """Faces found on overlapping tiles of ``rgb``, in its pixels (duplicates across tiles included)."""
         height, width = rgb.shape[:2]
         if min(height, width) < _MIN_TILE_SOURCE_PX:
-            return faces
+            return []
         if self._tile_landmarker is None:
             self._tile_landmarker = self._create(video=False, num_faces=self.max_faces)
         found: list[Face] = []
         for x0, y0, side in tile_grid(width, height):
             tile = np.ascontiguousarray(rgb[y0 : y0 + side, x0 : x0 + side])
             for face in self._run(self._tile_landmarker, tile, None):
-                if _cut_by_tile_edge(face.box, x0, y0, side, width, height):
-                    continue
-                found.append(face.shifted(x0, y0))
-        kept = list(faces)
-        for face in sorted(found, key=lambda f: f.size, reverse=True):
-            if all(box_iou(face.box, other.box) < _SAME_FACE_IOU for other in kept):
-                kept.append(face)
-        return kept
+                if not _cut_by_tile_edge(face.box, x0, y0, side, width, height):
+                    found.append(face.shifted(x0, y0))
+        return found
+
+
+def _distinct(faces: list[Face]) -> list[Face]:
+    """Largest first, without faces that overlap a larger one: the same face found twice.
+
+    MediaPipe's VIDEO mode with ``num_faces > 1`` returns, now and then, a tracked face and a fresh detection of
+    the same face (boxes overlapping by 90 %); tiles find a face again in each tile that holds it whole.
+    """
+    kept: list[Face] = []
+    for face in sorted(faces, key=lambda f: f.size, reverse=True):
+        if all(box_iou(face.box, other.box) < _SAME_FACE_IOU for other in kept):
+            kept.append(face)
+    return kept
 
 
 def _cut_by_tile_edge(

@@ -139,3 +139,12 @@ def test_small_faces_found_on_tiles(landmarker_model: Path, clips: Path) -> None
     print(
         f"stage_multi_face first {len(frames)} frames: plain {plain_counts}, tiled {[len(f) for f in tiled_faces]}"
     )
+
+
+def test_video_mode_never_returns_one_face_twice(landmarker_model: Path, clips: Path) -> None:
+    # From about frame 58 of this selfie, MediaPipe's VIDEO mode with num_faces=2 returns the tracked face plus a
+    # fresh detection of the same face on every other frame (boxes overlapping ~93 %).
+    frames = _frames(clips / "selfie_woman_expressive.mp4", 70)
+    with LandmarkDetector(landmarker_model, video=True, max_faces=2) as detector:
+        counts = [len(detector.detect(frame, i * 33)) for i, frame in enumerate(frames)]
+    assert counts == [1] * len(frames)
