@@ -1,0 +1,137 @@
+"""The bot itself: the Bot and CommandTree subclasses, wiring from Settings, and the entry points ``serve``/``run_bot``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+import discord
+import yarl
+from discord import app_commands
+from discord.ext import commands
+
+from bot.replies import reply_error
+from famswap.config import Settings
+from storage import Storage, open_storage
+
+log = logging.getLogger(__name__)
+
+INITIAL_EXTENSIONS = (
+    "bot.cogs.enroll",
+    "bot.cogs.swap",
+    "bot.cogs.identities",
+    "bot.cogs.admin",
+)
+
+# The smallest value discord.py accepts: a 429 asking for a longer wait raises RateLimited instead of sleeping,
+# so a progress edit never blocks the poller for minutes.
+MAX_RATELIMIT_TIMEOUT = 30.0
+
+
+def point_at_discord(settings: Settings) -> None:
+    """Send discord.py's REST calls and gateway connection where the settings say (Discord's own by default).
+
+    discord.py keeps both as class attributes: ``Route.BASE`` is read whenever a route is built (bot and webhook
+    requests alike) and ``DEFAULT_GATEWAY`` is where a non-sharded client connects. Attachment and CDN URLs need no
+    setting: the bot downloads whatever URL the API hands it.
+    """
+    discord.http.Route.BASE = settings.discord_api
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway)
+
+
+class FamswapTree(app_commands.CommandTree["FamswapBot"]):
+    """Records guild and user rows before each command, and turns every command error into an ephemeral reply."""
+
+    async def interaction_check(self, interaction: discord.Interaction[FamswapBot], /) -> bool:
+        if interaction.type is discord.InteractionType.application_command and interaction.guild_id is not None:
+            store = interaction.client.store
+            try:
+                await store.ensure_guild(interaction.guild_id, interaction.guild.name if interaction.guild else "")
+                await store.ensure_user(interaction.user.id, interaction.user.display_name)
+            except Exception:  # the command itself will meet the same problem and report it
+                log.exception("could not record guild/user for interaction %s", interaction.id)
+        return True
+
+    async def on_error(self, interaction: discord.Interaction[FamswapBot], error: app_commands.AppCommandError, /) -> None:
+        await reply_error(interaction, error)
+
+
+class FamswapBot(commands.Bot):
+    """famswap's Discord client. Holds the Settings and the Storage it was built with; cogs reach them as
+    ``bot.settings`` / ``bot.store`` (or ``interaction.client``)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Storage,
+        *,
+        sync_commands: bool = True,
+        poll_interval: float = 2.0,
+        edit_interval: float = 12.0,
+    ) -> None:
+        # Only the guilds intent: interactions bring their own member data, and no message content is read.
+        intents = discord.Intents.none()
+        intents.guilds = True
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            tree_cls=FamswapTree,
+            help_command=None,
+            max_ratelimit_timeout=MAX_RATELIMIT_TIMEOUT,
+            allowed_mentions=discord.AllowedMentions.none(),  # results opt in to mentioning their requester
+        )
+        self.settings = settings
+        self.store = store
+        self.sync_commands = sync_commands
+        self.poll_interval = poll_interval  # how often storage is asked for job changes
+        self.edit_interval = edit_interval  # the least time between two edits of one status message
+        self.http_session: aiohttp.ClientSession | None = None  # for downloading attachments (capped, streamed)
+
+    async def setup_hook(self) -> None:
+        self.http_session = aiohttp.ClientSession()
+        for extension in INITIAL_EXTENSIONS:
+            await self.load_extension(extension)
+        if self.sync_commands:
+            synced = await self.tree.sync()
+            log.info("synced %d application commands", len(synced))
+
+    async def close(self) -> None:
+        await super().close()
+        if self.http_session is not None:
+            await self.http_session.close()
+
+    async def on_ready(self) -> None:
+        log.info("connected as %s (%s) in %d server(s)", self.user, self.user.id if self.user else "?", len(self.guilds))
+
+    @property
+    def downloads(self) -> aiohttp.ClientSession:
+        assert self.http_session is not None, "the bot is not started"
+        return self.http_session
+
+
+def build_bot(settings: Settings, store: Storage, **options: object) -> FamswapBot:
+    """A bot pointed at the configured Discord API and gateway; ``options`` go to ``FamswapBot`` (tests shorten the
+    poll and edit intervals)."""
+    point_at_discord(settings)
+    return FamswapBot(settings, store, **options)  # type: ignore[arg-type]
+
+
+async def serve(settings: Settings, store: Storage | None = None) -> None:
+    """Run the bot until it is closed or cancelled. Opens storage itself when none is given."""
+    token = settings.require_token()
+    if store is None:
+        async with open_storage(settings) as opened:
+            await serve(settings, opened)
+        return
+    bot = build_bot(settings, store)
+    async with bot:
+        await bot.start(token)
+
+
+def run_bot(settings: Settings) -> None:
+    """Blocking entry point: the bot alone (no workers) until Ctrl-C."""
+    try:
+        asyncio.run(serve(settings))
+    except KeyboardInterrupt:
+        log.info("bot stopped")

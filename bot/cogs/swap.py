@@ -1,0 +1,236 @@
+"""/swap, "Swap me into this clip", /status and /cancel; runs the progress poller that reports jobs back to Discord."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import checks
+from bot.options import UsableIdentity
+from bot.progress import ProgressPoller, announce_job, format_duration, job_title, progress_bar, stage_name
+from bot.results import filesize_limit
+from bot.uploads import Media, download
+from bot.views.pick_face import PickFace
+from famswap.errors import NotAllowed, NotFound, UnsupportedMedia
+from storage import Identity, IdentityStatus, Job, JobKind, JobStatus, UploadKind
+
+if TYPE_CHECKING:
+    from bot.app import FamswapBot
+
+log = logging.getLogger(__name__)
+
+
+class Swap(commands.Cog):
+    def __init__(self, bot: FamswapBot) -> None:
+        self.bot = bot
+        self.poller = ProgressPoller(bot)
+        self.menu = app_commands.ContextMenu(name="Swap me into this clip", callback=self.swap_into_message)
+
+    async def cog_load(self) -> None:
+        self.bot.tree.add_command(self.menu)
+        self.bot.add_dynamic_items(PickFace)
+        self.poller.start()
+
+    async def cog_unload(self) -> None:
+        await self.poller.stop()
+        self.bot.remove_dynamic_items(PickFace)
+        self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
+
+    # ------------------------------------------------------------------------------------------ starting swaps
+
+    @app_commands.command(name="swap")
+    @app_commands.guild_only()
+    @checks.allowed_here()
+    async def swap(
+        self,
+        interaction: discord.Interaction[FamswapBot],
+        clip: discord.Attachment,
+        identity: UsableIdentity,
+        face: app_commands.Range[int, 1, 25] | None = None,
+        quality: Literal["preview", "best"] | None = None,
+    ) -> None:
+        """Put an enrolled person into a video clip.
+
+        Parameters
+        ----------
+        clip
+            The movie clip (MP4, MOV or WebM, a few seconds long)
+        identity
+            Whose face goes in
+        face
+            Which face of the clip to replace, when it has several (numbered on the contact sheet)
+        quality
+            preview is quick; best trains longer
+        """
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        media = await self._download_clip(clip)
+        await self.start_swap(interaction, media.data, media.filename, identity, face=face, quality=quality)
+
+    @app_commands.guild_only()
+    @checks.allowed_here()
+    async def swap_into_message(self, interaction: discord.Interaction[FamswapBot], message: discord.Message) -> None:
+        videos = [a for a in message.attachments if (a.content_type or "").startswith("video/")] or list(message.attachments)
+        if not videos:
+            raise UnsupportedMedia("That message has no video clip.", hint="Use it on a message with a video attached.")
+        assert interaction.guild_id is not None
+        identity = await self._own_identity(interaction.guild_id, interaction.user.id)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        media = await self._download_clip(videos[0])
+        await self.start_swap(interaction, media.data, media.filename, identity, request_message_id=message.id)
+
+    async def _download_clip(self, attachment: discord.Attachment) -> Media:
+        settings = self.bot.settings
+        return await download(
+            self.bot.downloads,
+            attachment,
+            max_bytes=settings.max_upload_bytes,
+            kinds=(UploadKind.VIDEO,),
+            max_clip_seconds=settings.max_clip_seconds,
+        )
+
+    async def _own_identity(self, guild_id: int, user_id: int) -> Identity:
+        for identity in await self.bot.store.list_identities(guild_id, user_id):
+            if identity.owner_id == user_id and not identity.on_behalf:
+                return identity
+        raise NotFound("You haven't enrolled your own face yet.", hint="Use /enroll with a few photos of yourself first.")
+
+    async def start_swap(
+        self,
+        interaction: discord.Interaction[FamswapBot],
+        clip: bytes,
+        clip_name: str,
+        identity: Identity,
+        *,
+        face: int | None = None,
+        quality: str | None = None,
+        request_message_id: int | None = None,
+    ) -> Job:
+        """Queue a swap job for a checked clip, post its status message and tell the user where to look."""
+        if identity.status is not IdentityStatus.READY:
+            state = "still being built" if identity.status is IdentityStatus.PREPARING else "not usable yet"
+            raise NotAllowed(
+                f"**{identity.display_name}**'s face set is {state}.",
+                hint="Wait for the enrollment message, or add clearer photos with /enroll.",
+            )
+        assert interaction.guild_id is not None
+        settings = self.bot.settings
+        payload = {
+            "identity_id": identity.id,
+            "identity_name": identity.display_name,
+            "clip_name": clip_name,
+            "face": face,
+            "quality": quality or settings.quality,
+            # The worker fits the video to this: the guild's upload limit, or the host's smaller cap.
+            "max_bytes": min(filesize_limit(self.bot, interaction.guild_id), settings.output_max_bytes),
+            "title": f"{identity.display_name} → {clip_name}",
+        }
+        job = await self.bot.store.enqueue(
+            interaction.guild_id, interaction.user.id, JobKind.SWAP, payload, identity_ids=[identity.id], input=clip
+        )
+        status = await announce_job(interaction, job, request_message_id=request_message_id)
+        await interaction.edit_original_response(
+            content=f"Queued as job #{job.id}. I'll post progress and the result here: {status.jump_url}"
+        )
+        return job
+
+    async def pick_face(self, interaction: discord.Interaction[FamswapBot], job_id: int, face: int) -> None:
+        """A "Face N" button under a contact sheet: start the same swap with that face chosen."""
+        assert interaction.guild_id is not None
+        store = self.bot.store
+        job = await store.get_job(job_id, guild_id=interaction.guild_id)
+        if interaction.user.id != job.owner_id:
+            await interaction.response.send_message(f"Only <@{job.owner_id}> can choose — it's their swap.", ephemeral=True)
+            return
+        identity = await store.check_can_use(interaction.guild_id, int(job.payload["identity_id"]), interaction.user.id)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        clip = await self._clip_of(job)
+        if interaction.message is not None:  # one choice per sheet: the buttons go away
+            await interaction.message.edit(content=f"{interaction.message.content}\n→ Face {face} chosen.", view=None)
+        await self.start_swap(
+            interaction,
+            clip,
+            str(job.payload.get("clip_name", "clip.mp4")),
+            identity,
+            face=face,
+            quality=job.payload.get("quality"),
+            request_message_id=interaction.message.id if interaction.message else None,
+        )
+
+    async def _clip_of(self, job: Job) -> bytes:
+        # A finished job lets go of its input; a "needs a choice" result keeps the clip as its video instead.
+        ref = job.input
+        if ref is None:
+            try:
+                ref = (await self.bot.store.get_result(job.guild_id, job.id, job.owner_id)).video
+            except NotFound:
+                ref = None
+        if ref is None:
+            raise NotFound("The clip of that swap is no longer stored.", hint="Start again with /swap.")
+        return await self.bot.store.read_blob(ref)
+
+    # ------------------------------------------------------------------------------------------ watching jobs
+
+    @app_commands.command(name="status")
+    @app_commands.guild_only()
+    async def status(self, interaction: discord.Interaction[FamswapBot]) -> None:
+        """Your queued and running jobs: where they are in the queue and when they should be done."""
+        assert interaction.guild_id is not None
+        store = self.bot.store
+        jobs = await store.list_jobs(interaction.guild_id, interaction.user.id, active_only=True)
+        if not jobs:
+            await interaction.response.send_message("You have no jobs queued or running.", ephemeral=True)
+            return
+        lines = []
+        for job in jobs:
+            position = await store.queue_position(job.id)
+            if job.status is JobStatus.QUEUED:
+                state = f"queued, {position.position or '?'} in line"
+            else:
+                state = f"{stage_name(job.progress.stage).lower()} {progress_bar(job.progress.percent)}".rstrip()
+            eta = f" · done in {format_duration(position.eta_seconds)}" if position.eta_seconds is not None else ""
+            lines.append(f"**#{job.id}** {job_title(job)} — {state}{eta}")
+        await interaction.response.send_message("\n".join(lines), ephemeral=True)
+
+    @app_commands.command(name="cancel")
+    @app_commands.guild_only()
+    async def cancel(self, interaction: discord.Interaction[FamswapBot], job: int | None = None) -> None:
+        """Stop one of your jobs (your latest one when none is named).
+
+        Parameters
+        ----------
+        job
+            The job number, as shown in its status message
+        """
+        assert interaction.guild_id is not None
+        store = self.bot.store
+        if job is None:
+            active = await store.list_jobs(interaction.guild_id, interaction.user.id, active_only=True, limit=1)
+            if not active:
+                await interaction.response.send_message("You have no jobs queued or running.", ephemeral=True)
+                return
+            job = active[0].id
+        cancelled = await store.cancel_job(interaction.guild_id, job, interaction.user.id, is_admin=checks.is_admin(interaction))
+        if cancelled.status is JobStatus.CANCELLED:
+            text = f"Cancelled job #{job}."
+        else:
+            text = f"Stopping job #{job} — the worker stops within a few seconds."
+        await interaction.response.send_message(text, ephemeral=True)
+
+    @cancel.autocomplete("job")
+    async def _cancel_job_choices(
+        self, interaction: discord.Interaction[FamswapBot], value: str
+    ) -> list[app_commands.Choice[int]]:
+        if interaction.guild_id is None:
+            return []
+        jobs = await self.bot.store.list_jobs(interaction.guild_id, interaction.user.id, active_only=True)
+        return [
+            app_commands.Choice(name=f"#{j.id} {job_title(j)}"[:100], value=j.id) for j in jobs if value in str(j.id) or value.lower() in job_title(j).lower()
+        ][:25]
+
+
+async def setup(bot: FamswapBot) -> None:
+    await bot.add_cog(Swap(bot))

@@ -1,0 +1,195 @@
+"""Posting what a finished job made: a new message replying to the request and mentioning the requester.
+
+Swap results carry the video (when it fits the guild's upload limit) and the before/after GIF. A video over the
+limit, or one Discord refuses with 413 / 40005, is handed back to the worker as a re-encode job (``refit_of``) and
+the smaller copy is posted when it is done. Enrollment results show the face-set summary and the thumbnail grid;
+a clip with several faces and no choice shows the numbered contact sheet with a button per face; failures get the
+worker's short explanation and hint.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import PurePath
+from typing import TYPE_CHECKING
+
+import discord
+
+from bot.uploads import sniff
+from famswap.errors import FamswapError
+from storage import BlobRef, Job, JobKind, JobPost, JobStatus, JobUpdate, Result, UploadStatus
+
+if TYPE_CHECKING:
+    from bot.app import FamswapBot
+
+log = logging.getLogger(__name__)
+
+TOO_LARGE_CODE = 40005
+REFIT_MARGIN = 0.92  # aim below the limit: the multipart envelope and the GIF share the request
+
+
+def filesize_limit(bot: FamswapBot, guild_id: int) -> int:
+    """The guild's upload limit for the bot (boost tier aware), never a hard-coded number when the guild is known."""
+    guild = bot.get_guild(guild_id)
+    return guild.filesize_limit if guild is not None else discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES
+
+
+def _mb(n: int) -> str:
+    return f"{n / (1024 * 1024):.0f} MB"
+
+
+def _reference(job: Job, post: JobPost) -> discord.MessageReference:
+    target = post.request_message_id or post.status_message_id
+    return discord.MessageReference(
+        message_id=target, channel_id=post.channel_id, guild_id=job.guild_id, fail_if_not_exists=False  # type: ignore[arg-type]
+    )
+
+
+def _mention_owner(job: Job) -> discord.AllowedMentions:
+    return discord.AllowedMentions(users=[discord.Object(job.owner_id)], replied_user=False)
+
+
+def _too_large(exc: discord.HTTPException) -> bool:
+    return exc.status == 413 or exc.code == TOO_LARGE_CODE
+
+
+async def post_outcome(bot: FamswapBot, channel: discord.PartialMessageable, update: JobUpdate) -> int | None:
+    """Post the outcome of a finished job; returns the message id (None when there is nothing to post)."""
+    job = update.job
+    if job.status is JobStatus.FAILED:
+        return (await _send(channel, job, update.post, _failure_text(job))).id
+    if job.status is not JobStatus.SUCCEEDED:
+        return None  # cancelled: the status message says so
+    if job.kind is JobKind.PREPARE:
+        return await _post_faceset(bot, channel, job, update.post)
+    result = update.result
+    if result is not None and result.report.get("needs_choice"):
+        return await _post_choice(bot, channel, job, update.post, result)
+    return await _post_video(bot, channel, job, update.post, result)
+
+
+async def _send(
+    channel: discord.PartialMessageable, job: Job, post: JobPost, text: str, *, files: list[discord.File] | None = None,
+    view: discord.ui.View | None = None,
+) -> discord.Message:
+    kwargs: dict[str, object] = {"files": files or [], "reference": _reference(job, post),
+                                 "allowed_mentions": _mention_owner(job)}
+    if view is not None:
+        kwargs["view"] = view
+    return await channel.send(text[:2000], **kwargs)  # type: ignore[arg-type]
+
+
+def _failure_text(job: Job) -> str:
+    name = job.payload.get("identity_name", "them")
+    if job.kind is JobKind.PREPARE:
+        what = f"build **{name}**'s face set"
+    elif job.payload.get("refit_of"):
+        what = "make the video small enough for this server"
+    else:
+        what = f"put **{name}** into *{job.payload.get('clip_name', 'the clip')}*"
+    reason = job.error or "The worker stopped without saying why."
+    return f"<@{job.owner_id}> sorry — I couldn't {what}. {reason}"
+
+
+async def _file(bot: FamswapBot, ref: BlobRef, filename: str) -> discord.File:
+    """A stored file as an attachment; a name without extension gets the one its bytes show (jpeg, png…)."""
+    data = await bot.store.read_blob(ref)
+    if not PurePath(filename).suffix:
+        found = sniff(data[:64])
+        filename += "." + (found[1] if found else "png")
+    return discord.File(io.BytesIO(data), filename=filename)
+
+
+async def _post_video(
+    bot: FamswapBot, channel: discord.PartialMessageable, job: Job, post: JobPost, result: Result | None
+) -> int:
+    limit = filesize_limit(bot, job.guild_id)
+    name = job.payload.get("identity_name", "them")
+    clip = str(job.payload.get("clip_name", "clip.mp4"))
+    stem = PurePath(clip).stem or "clip"
+    video = result.video if result is not None else None
+    gif = result.comparison if result is not None else None
+    text = f"<@{job.owner_id}> here is **{name}** in *{clip}* (AI face swap)."
+    if job.payload.get("refit_of"):
+        text = f"<@{job.owner_id}> here is the smaller copy of **{name}** in *{clip}* (AI face swap)."
+
+    # Attempts from the richest message down: video + GIF, then GIF alone, then words alone.
+    attempts: list[list[tuple[BlobRef, str]]] = []
+    if video is not None and video.size <= limit:
+        attempts.append([(video, f"{stem}-famswap.mp4")] + ([(gif, "before-after.gif")] if gif and gif.size <= limit else []))
+    attempts.append([(gif, "before-after.gif")] if gif is not None and gif.size <= limit else [])
+    if attempts[-1]:
+        attempts.append([])
+    for number, attempt in enumerate(attempts):
+        has_video = any(ref is video for ref, _ in attempt)
+        body = text
+        if video is not None and not has_video:
+            body += await _refit_note(bot, job, post, video, limit)
+        files = [await _file(bot, ref, filename) for ref, filename in attempt]
+        try:
+            return (await _send(channel, job, post, body, files=files)).id
+        except discord.HTTPException as exc:
+            if not _too_large(exc) or number == len(attempts) - 1:
+                raise
+            log.info("job %s: Discord refused %s as too large; trying with less", job.id, [f for _, f in attempt])
+    raise AssertionError("unreachable")  # the last attempt either returns or raises
+
+
+async def _refit_note(bot: FamswapBot, job: Job, post: JobPost, video: BlobRef, limit: int) -> str:
+    """Ask the worker for a copy under the limit (once per job); the words that explain the missing video."""
+    if job.payload.get("refit_of"):
+        return f"\nI couldn't get the video under this server's upload limit ({_mb(limit)}), sorry."
+    try:
+        data = await bot.store.read_blob(video)
+        refit = await bot.store.enqueue(
+            job.guild_id,
+            job.owner_id,
+            JobKind.SWAP,
+            {**job.payload, "refit_of": job.id, "max_bytes": int(limit * REFIT_MARGIN)},
+            identity_ids=job.identity_ids,
+            input=data,
+            priority=1,
+            enforce_quota=False,
+        )
+        await bot.store.record_post(
+            refit.id, channel_id=post.channel_id, request_message_id=post.request_message_id or post.status_message_id
+        )
+    except FamswapError as exc:
+        return f"\nThe video is over this server's upload limit ({_mb(limit)}) and I couldn't shrink it: {exc.user_text()}"
+    return f"\nThe video is over this server's upload limit ({_mb(limit)}); I'm making a smaller copy and will post it here."
+
+
+async def _post_choice(
+    bot: FamswapBot, channel: discord.PartialMessageable, job: Job, post: JobPost, result: Result
+) -> int:
+    from bot.views.pick_face import pick_face_view
+
+    faces = int(result.report.get("faces") or 0) or len(result.report.get("tracks") or [])
+    name = job.payload.get("identity_name", "them")
+    text = (
+        f"<@{job.owner_id}> this clip has {faces} faces. Which one should become **{name}**? "
+        "The numbers match the picture."
+    )
+    files = [await _file(bot, result.comparison, "faces")] if result.comparison is not None else []
+    return (await _send(channel, job, post, text, files=files, view=pick_face_view(job.id, faces))).id
+
+
+async def _post_faceset(bot: FamswapBot, channel: discord.PartialMessageable, job: Job, post: JobPost) -> int:
+    store = bot.store
+    identity = await store.get_identity(job.guild_id, int(job.payload["identity_id"]))
+    uploads = await store.list_uploads(job.guild_id, identity.id)
+    rejected = [u for u in uploads if u.status is UploadStatus.REJECTED]
+    lines = [
+        f"<@{job.owner_id}> **{identity.display_name}** is enrolled: {identity.face_count} "
+        f"face{'s' if identity.face_count != 1 else ''} kept from {len(uploads)} upload{'s' if len(uploads) != 1 else ''}."
+    ]
+    summary = identity.summary.get("text") if isinstance(identity.summary, dict) else None
+    if summary:
+        lines.append(str(summary)[:1200])
+    for upload in rejected[:10]:
+        lines.append(f"• {upload.filename}: {upload.reason or 'not used'}")
+    if identity.face_count:
+        lines.append(f"Try it: `/swap identity:{identity.display_name}` with a short clip.")
+    files = [await _file(bot, identity.thumbnail, "faces")] if identity.thumbnail is not None else []
+    return (await _send(channel, job, post, "\n".join(lines), files=files)).id

@@ -1,0 +1,1 @@
+"""Buttons and modals: confirmations, the face picker for clips with several faces, the enroll-from-message form."""

@@ -1,0 +1,1 @@
+"""Tests of the Discord front end, end to end against a local fake Discord."""

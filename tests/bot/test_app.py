@@ -1,0 +1,50 @@
+"""The bot's wiring: what it imports, how it connects, what it registers, how it answers errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.bot.conftest import BotRunner, Family
+from tests.bot.fake_discord import MESSAGE_COMMAND, FakeDiscord
+
+HEAVY = ("torch", "cv2", "mediapipe", "swap_engine")
+
+
+def test_bot_imports_no_heavy_module() -> None:
+    # A fresh interpreter, so modules other tests imported do not count.
+    code = (
+        "import sys, bot.app, bot.cogs.enroll, bot.cogs.swap, bot.cogs.identities, bot.cogs.admin, bot.progress\n"
+        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"bot/ pulled in {out.stdout.strip()}"
+
+
+async def test_connects_with_minimal_intents_and_registers_commands(fake: FakeDiscord, runner: BotRunner, family: Family) -> None:
+    assert runner.bot is not None
+    identify = fake.identifies[-1]
+    assert identify["intents"] == 1, "only the guilds intent: no members, presences or message content"
+    assert identify["token"] == fake.token
+    assert [g.id for g in runner.bot.guilds] == [family.guild.id]
+    names = {c["name"] for c in fake.commands[None]}
+    assert {"enroll", "swap", "identities", "status", "cancel", "share", "unshare", "forget", "claim", "famswap"} <= names
+    fake.command("Enroll faces from this message", type=MESSAGE_COMMAND)
+    fake.command("Swap me into this clip", type=MESSAGE_COMMAND)
+    admin = fake.command("famswap")
+    assert {o["name"] for o in admin["options"]} == {"settings", "purge"}
+    assert admin["default_member_permissions"] == str(1 << 5), "hidden from members without Manage Server"
+    # app command docstrings are the help users see
+    enroll = fake.command("enroll")
+    assert enroll["description"].startswith("Teach famswap a face")
+    assert all(o["description"] != "…" for o in enroll["options"])
+
+
+async def test_resumes_after_a_dropped_gateway(fake: FakeDiscord, runner: BotRunner, family: Family) -> None:
+    await fake.drop_gateway()
+    await fake.wait_for(lambda: fake.resumes, what="a RESUME")
+    await fake.connected()
+    ia = await fake.slash("status", user=family.bob, channel=family.general)
+    await fake.wait_for(lambda: ia.replies, what="a reply after resuming")
+    assert "no jobs" in ia.reply_text
+    assert len(fake.identifies) == 1, "resumed, not re-identified"
