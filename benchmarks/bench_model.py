@@ -1,0 +1,154 @@
+"""Training throughput of each model preset and width: samples/s, GFLOPs per sample, achieved TFLOP/s and MFU.
+
+One training step is the Trainer's real step (augmentation on the device, encoder, two decoders, SSIM+L1 loss,
+backward, Adam) with ``--batch`` faces per identity and two identities, on random faces. Training FLOPs are
+taken as 3x the forward FLOPs (forward + two for backward). Runs on the CPU and, when present, on CUDA with bf16
+autocast and channels-last. Needs torch and numpy only (no mediapipe, no OpenCV).
+
+    .venv/bin/python benchmarks/bench_model.py                  # all presets, widths 1 0.5 0.25, ~1-2 min on 2 cores
+    .venv/bin/python benchmarks/bench_model.py --models lite --widths 0.25 0.375 0.5 --seconds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from swap_engine.augment import AugmentConfig, augment_batch  # noqa: E402
+from swap_engine.model import FaceBank, model_config, model_flops, param_count  # noqa: E402
+from swap_engine.train import TrainConfig, Trainer, TrainSet  # noqa: E402
+
+# Dense bf16 peaks (TFLOP/s) of GPUs we may run on; MFU is printed only for these.
+PEAK_BF16 = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0, "RTX 4090": 165.0}
+
+
+def peak_tflops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, peak in PEAK_BF16.items():
+        if key in name:
+            return peak
+    return None
+
+
+def fake_set(n: int, size: int, rng: np.random.Generator) -> TrainSet:
+    crops = (rng.random((n, size, size, 3)) * 255).astype(np.uint8)
+    ones = np.ones((n, size, size), np.float32)
+    return TrainSet(crops, ones, ones.copy())
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_one(
+    name: str, width: float, device: torch.device, batch: int, seconds: float, compile_: bool
+) -> dict:
+    cfg = model_config(name, width=width)
+    rng = np.random.default_rng(0)
+    data = {k: fake_set(64, cfg.size, rng) for k in ("a", "b")}
+    bank = FaceBank(cfg, ["a", "b"])
+    with tempfile.TemporaryDirectory() as tmp:
+        tcfg = TrainConfig(batch=batch, device=str(device), compile=compile_)
+        trainer = Trainer(bank, data, tcfg, Path(tmp) / "bench.ckpt", resume=False)
+        warmup = 3 if device.type == "cuda" else 1
+        for _ in range(warmup):
+            trainer._train_step(batch)
+        sync(device)
+        times: list[float] = []
+        start = time.perf_counter()
+        while not times or (time.perf_counter() - start < seconds and len(times) < 200):
+            t0 = time.perf_counter()
+            trainer._train_step(batch)
+            sync(device)
+            times.append(time.perf_counter() - t0)
+    step = statistics.median(times)
+    flops = model_flops(cfg)
+    sps = 2 * batch / step
+    tflops = sps * 3 * flops / 1e12
+    peak = peak_tflops(device)
+    return {
+        "model": name,
+        "width": width,
+        "size": cfg.size,
+        "params_m": param_count(bank.encoder) / 1e6 + param_count(bank.decoder("a")) / 1e6,
+        "gflops": flops / 1e9,
+        "samples_s": sps,
+        "tflops": tflops,
+        "mfu": tflops / peak if peak else None,
+        "steps": len(times),
+    }
+
+
+def bench_augment(device: torch.device, size: int, batch: int, repeats: int = 10) -> float:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, 3, size, size, device=device)
+    maps = torch.rand(batch, 2, size, size, device=device)
+    augment_batch(x, maps, AugmentConfig(), gen)
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        augment_batch(x, maps, AugmentConfig(), gen)
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return batch / min(times)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=["original", "hires", "lite"])
+    parser.add_argument("--widths", nargs="+", type=float, default=[1.0, 0.5, 0.25])
+    parser.add_argument(
+        "--seconds", type=float, default=3.0, help="timed seconds per config (at least one step)"
+    )
+    parser.add_argument("--batch", type=int, default=16, help="faces per identity per step (two identities)")
+    parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when present")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
+    parser.add_argument("--compile", action="store_true", help="torch.compile the modules (GPU runs)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, batch {args.batch} x 2 identities"
+    )
+    for dev_name in devices:
+        device = torch.device(dev_name)
+        label = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+        precision = "bf16 autocast, channels-last" if device.type == "cuda" else "fp32"
+        print(f"\n== {label} ({precision})")
+        print(
+            f"augmentation alone: {bench_augment(device, 64, 64):,.0f} samples/s at 64 px, "
+            f"{bench_augment(device, 128, 32):,.0f} at 128 px"
+        )
+        print(
+            f"{'model':9} {'width':>5} {'size':>4} {'params M':>8} {'GFLOP/smp':>9} {'samples/s':>10} "
+            f"{'TFLOP/s':>8} {'MFU':>6} {'steps':>5}"
+        )
+        for name in args.models:
+            for width in args.widths:
+                r = bench_one(name, width, device, args.batch, args.seconds, args.compile)
+                mfu = f"{100 * r['mfu']:5.1f}%" if r["mfu"] is not None else "     -"
+                print(
+                    f"{r['model']:9} {r['width']:5.3g} {r['size']:4d} {r['params_m']:8.1f} {r['gflops']:9.3f} "
+                    f"{r['samples_s']:10.1f} {r['tflops']:8.3f} {mfu:>6} {r['steps']:5d}",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()
