@@ -89,13 +89,22 @@ def _settings(home: str, key: str) -> Settings:
     return Settings(home=Path(home), key_file=Path(key))
 
 
-def drain_queue(home: str, key: str, worker_id: str, lease: float, out_path: str) -> None:
-    """Claim and complete jobs until none is left; append each claimed job id to ``out_path`` (one per line)."""
+def _wait_for(path: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(path)
+        time.sleep(0.01)
+
+
+def drain_queue(home: str, key: str, worker_id: str, lease: float, out_path: str, go_path: str) -> None:
+    """Once ``go_path`` exists, claim and complete jobs until none is left; write each claimed id to ``out_path``."""
 
     async def main() -> None:
         from storage import open_storage
 
         async with open_storage(_settings(home, key), maintenance=False, synchronous="NORMAL") as store:
+            _wait_for(go_path)  # every worker is up before the first claim, so they really compete
             with open(out_path, "a", buffering=1) as out:
                 idle = 0
                 while idle < 20:
@@ -128,5 +137,22 @@ def run_one_job_forever(home: str, key: str, worker_id: str, lease: float, ready
             while True:
                 await store.heartbeat(job.id, worker_id, lease_seconds=lease)
                 await asyncio.sleep(lease / 4)
+
+    asyncio.run(main())
+
+
+def work_until_cancelled(home: str, key: str, worker_id: str, ready_path: str) -> None:
+    """Claim one job and heartbeat every 0.2 s; on ``cancel_requested`` stop it and exit."""
+
+    async def main() -> None:
+        from storage import open_storage
+
+        async with open_storage(_settings(home, key), maintenance=False, synchronous="NORMAL") as store:
+            job = await store.wait_for_job(worker_id, lease_seconds=10, timeout=30)
+            assert job is not None
+            Path(ready_path).write_text(str(job.id))
+            while not (await store.heartbeat(job.id, worker_id, lease_seconds=10)).cancel_requested:
+                await asyncio.sleep(0.2)
+            await store.finish_cancelled(job.id, worker_id)
 
     asyncio.run(main())
