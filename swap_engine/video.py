@@ -116,7 +116,9 @@ class VideoInfo:
 
 
 @dataclass
-class _Stream:
+class StreamReport:
+    """One stream as ffprobe or ``ffmpeg -i`` described it (raw: before rotation and pixel aspect are applied)."""
+
     kind: str  # "video", "audio", "subtitle", "data", "attachment"
     codec: str
     width: int | None = None
@@ -132,15 +134,17 @@ class _Stream:
 
 
 @dataclass
-class _Container:
+class ContainerReport:
+    """A file as ffprobe or ``ffmpeg -i`` described it; ``probe`` turns it into a ``VideoInfo``."""
+
     format_name: str
     duration: float | None
     start: float | None
     bit_rate: int | None
     tags: dict[str, str]
-    streams: list[_Stream]
+    streams: list[StreamReport]
 
-    def first(self, kind: str) -> _Stream | None:
+    def first(self, kind: str) -> StreamReport | None:
         for stream in self.streams:
             if stream.kind == kind and not stream.attached_pic:
                 return stream
@@ -227,7 +231,7 @@ def _check_file(path: Path) -> None:
         raise UnsupportedMedia(f"{path.name} is empty (0 bytes).", hint="The upload failed; send the video again.")
 
 
-def _probe_container(path: Path, tools: FFmpegTools, formats: frozenset[str] = _PROBE_FORMATS) -> _Container:
+def _probe_container(path: Path, tools: FFmpegTools, formats: frozenset[str] = _PROBE_FORMATS) -> ContainerReport:
     """Read a file's streams with ffprobe or ``ffmpeg -i``; refuses what ffmpeg cannot open or we must not open."""
     _check_file(path)
     if tools.ffprobe:
@@ -321,7 +325,7 @@ def _count_frames(path: Path, tools: FFmpegTools) -> int:
     return int(counts[-1])
 
 
-def _video_info(path: Path, container: _Container, counted: int | None = None) -> VideoInfo:
+def _video_info(path: Path, container: ContainerReport, counted: int | None = None) -> VideoInfo:
     name = path.name
     fmt = container.format_name
     video = container.first("video")
@@ -406,13 +410,13 @@ _KBPS_RE = re.compile(r"^(\d+) kb/s\b")
 _START_RE = re.compile(r"^start (-?\d+(?:\.\d+)?)")
 
 
-def parse_ffmpeg_report(stderr: str) -> _Container:
+def parse_ffmpeg_report(stderr: str) -> ContainerReport:
     """Parse the input report ``ffmpeg -i FILE`` prints (format, duration, global tags, streams)."""
     fmt = ""
     duration = start = None
     bit_rate = None
     tags: dict[str, str] = {}
-    streams: list[_Stream] = []
+    streams: list[StreamReport] = []
     section = ""  # "global-meta", "stream", or ""
     last_key = ""
     for line in stderr.splitlines():
@@ -459,7 +463,7 @@ def parse_ffmpeg_report(stderr: str) -> _Container:
                 streams[-1].rotation = float(match.group(1))
         elif indent <= 2:
             section = ""
-    return _Container(fmt, duration, start, bit_rate, tags, streams)
+    return ContainerReport(fmt, duration, start, bit_rate, tags, streams)
 
 
 def _split_top(text: str) -> list[str]:
@@ -483,9 +487,9 @@ def _split_top(text: str) -> list[str]:
     return [item.strip() for item in items if item.strip()]
 
 
-def _parse_stream_line(kind: str, rest: str) -> _Stream:
+def _parse_stream_line(kind: str, rest: str) -> StreamReport:
     codec_match = re.match(r"([\w-]+)", rest)
-    stream = _Stream(kind=kind, codec=codec_match.group(1) if codec_match else "unknown")
+    stream = StreamReport(kind=kind, codec=codec_match.group(1) if codec_match else "unknown")
     stream.attached_pic = "(attached pic)" in rest
     fps = tbr = None
     for item in _split_top(rest)[1:]:
@@ -528,13 +532,13 @@ def snap_frame_rate(rate: Fraction | float | str) -> Fraction:
     return value.limit_denominator(1001)
 
 
-def parse_ffprobe_json(data: Mapping[str, Any]) -> _Container:
+def parse_ffprobe_json(data: Mapping[str, Any]) -> ContainerReport:
     """Turn ``ffprobe -show_format -show_streams -print_format json`` output into the same record."""
     fmt = data.get("format", {}) or {}
     streams = []
     for raw in data.get("streams", []) or []:
         kind = str(raw.get("codec_type", "data"))
-        stream = _Stream(kind=kind, codec=str(raw.get("codec_name", "unknown")))
+        stream = StreamReport(kind=kind, codec=str(raw.get("codec_name", "unknown")))
         stream.attached_pic = bool((raw.get("disposition") or {}).get("attached_pic"))
         if kind == "video":
             stream.width = _int_or_none(raw.get("width"))
@@ -555,7 +559,7 @@ def parse_ffprobe_json(data: Mapping[str, Any]) -> _Container:
         stream.start = _float_or_none(raw.get("start_time"))
         stream.bit_rate = _int_or_none(raw.get("bit_rate"))
         streams.append(stream)
-    return _Container(
+    return ContainerReport(
         format_name=str(fmt.get("format_name", "")),
         duration=_float_or_none(fmt.get("duration")),
         start=_float_or_none(fmt.get("start_time")),
@@ -853,7 +857,7 @@ class VideoWriter:
                 f"{self._tools.ffmpeg} has no libx264 H.264 encoder.",
                 hint="Install an ffmpeg built with libx264, or take it off the PATH so the bundled one is used.",
             )
-        self._audio: _Container | None = None
+        self._audio: ContainerReport | None = None
         self._audio_path = Path(audio_from) if audio_from is not None else None
         self._audio_offset = max(0.0, float(audio_start))
         if self._audio_path is not None:
@@ -1094,7 +1098,7 @@ def fit_command(
     cmd += ["-map", "0:v:0"]
     if plan.audio_bitrate is not None:
         cmd += ["-map", f"{audio_input}:a:0"]
-    cmd += ["-vf", f"scale={plan.width}:{plan.height}:flags=bicubic,format=yuv420p"]
+    cmd += ["-vf", f"scale={plan.width}:{plan.height}:flags=bicubic,setsar=1,format=yuv420p"]
     v = plan.video_bitrate
     cmd += ["-c:v", "libx264", "-preset", preset, "-b:v", str(v), "-maxrate", str(v), "-bufsize", str(v)]
     if plan.audio_bitrate is None:

@@ -275,6 +275,9 @@ def made(tmp_path_factory: pytest.TempPathFactory, clips: Path, tools: FFmpegToo
     ffmpeg("-i", str(scene), "-vn", "-c:a", "pcm_s16le", "-t", "1", str(files["wav"]))
     ffmpeg("-display_rotation", "90", "-i", str(scene), "-t", "0.5", "-c", "copy", str(files["rotated"]))
     ffmpeg("-i", str(scene), "-t", "3", "-c", "copy", str(files["scene_3s"]))
+    files["anamorphic"] = out / "anamorphic.mp4"  # 512x512 stored, pixels 4:3 wide
+    ffmpeg("-i", str(clips / TINY), "-t", "0.2", "-c", "copy", "-bsf:v", "h264_metadata=sample_aspect_ratio=4/3",
+           str(files["anamorphic"]))
     # Fast-start MP4 (index first) cut in the middle of its media data: ffmpeg alone still probes it fine.
     files["truncated_faststart"] = out / "cut_faststart.mp4"
     files["truncated_faststart"].write_bytes(scene.read_bytes()[:300_000])
@@ -396,6 +399,13 @@ def test_read_frames_honours_rotation(made: dict[str, Path], tools: FFmpegTools)
     assert (info.width, info.height, info.rotation) == (720, 1280, 90)
     frame = next(iter(read_frames(made["rotated"], max_frames=1, tools=tools)))
     assert frame.shape == (1280, 720, 3)
+
+
+def test_read_frames_makes_pixels_square(made: dict[str, Path], tools: FFmpegTools) -> None:
+    info = probe(made["anamorphic"], tools=tools)
+
+    assert (info.width, info.height, info.sample_aspect) == (682, 512, Fraction(4, 3))
+    assert next(iter(read_frames(made["anamorphic"], max_frames=1, tools=tools))).shape == (512, 682, 3)
 
 
 def test_stopping_early_leaves_no_ffmpeg_behind(clips: Path, tools: FFmpegTools) -> None:
