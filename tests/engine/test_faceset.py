@@ -1,0 +1,194 @@
+"""faceset: real photos and a selfie clip become aligned, diverse crops; bad input is a reason, never a crash."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from famswap.errors import NoFaceFound
+from swap_engine import align
+from swap_engine.faceset import (
+    BLURRY,
+    DUPLICATE,
+    FACESET_JSON,
+    NO_FACE,
+    SIMILAR,
+    UNREADABLE,
+    build_faceset,
+    load_faceset,
+)
+from swap_engine.landmarks import NUM_POINTS
+
+
+def _kept_sources(out: Path) -> list[str]:
+    return [face["source"] for face in json.loads((out / FACESET_JSON).read_text())["faces"]]
+
+
+def test_two_portraits_give_one_face_each(photos: Path, landmarker_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "set"
+    report = build_faceset([photos / "obama.jpg", photos / "biden.jpg"], out, landmarker_model)
+    assert [r.source for r in report.kept] == ["obama.jpg", "biden.jpg"]
+    assert report.problems == [] and report.notes == []
+    assert sorted(p.name for p in (out / "faces").iterdir()) == ["0000.png", "0001.png"]
+    assert report.summary().startswith("2 faces kept from 2 photos; poses: mostly frontal")
+    loaded = load_faceset(out)
+    assert loaded.crops.shape == (2, 256, 256, 3) and loaded.crops.dtype == np.uint8
+    assert loaded.points.shape == (2, NUM_POINTS, 2) and loaded.points.dtype == np.float32
+    assert loaded.size == 256 and loaded.coverage == align.DEFAULT_COVERAGE
+    np.testing.assert_allclose(loaded.points, np.stack([r.points for r in report.kept]), atol=0.01)
+    record = loaded.records[0]
+    assert record.frame is None and record.blendshapes is not None and record.blendshapes.shape == (52,)
+    assert abs(record.yaw) < 10 and record.size > 150 and record.blur > 0
+    # The stored points describe the stored crop: the eyes are where the template puts them.
+    eyes = np.array([loaded.points[0][[33, 133]].mean(axis=0), loaded.points[0][[362, 263]].mean(axis=0)])
+    target = ((align.TEMPLATE_EYES - 0.5) / align.DEFAULT_COVERAGE + 0.5) * 256
+    assert np.abs(eyes - target).max() < 8
+
+
+def test_group_photo_keeps_the_largest_and_says_so(
+    photos: Path, landmarker_model: Path, tmp_path: Path
+) -> None:
+    report = build_faceset([photos / "two_people.jpg"], tmp_path / "set", landmarker_model)
+    assert len(report.kept) == 1
+    assert report.notes == ["2 faces in two_people.jpg: used the largest."]
+    assert "2 faces in two_people.jpg: used the largest" in report.summary()
+
+
+def test_dog_is_no_face(photos: Path, landmarker_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "set"
+    with pytest.raises(NoFaceFound) as info:
+        build_faceset([photos / "dog_no_human_face.jpg"], out, landmarker_model)
+    assert "dog_no_human_face.jpg" in info.value.user_text()
+    assert not out.exists() and list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+def test_painting_does_not_crash(photos: Path, landmarker_model: Path, tmp_path: Path) -> None:
+    try:
+        report = build_faceset([photos / "painting_mona_lisa.jpg"], tmp_path / "set", landmarker_model)
+    except NoFaceFound:
+        return
+    assert len(report.kept) == 1  # MediaPipe does see Mona Lisa's face; a painting is a face like any other
+
+
+def _write_clip(path: Path, frames: list[np.ndarray], fps: int = 30) -> Path:
+    from swap_engine.video import VideoWriter
+
+    height, width = frames[0].shape[:2]
+    with VideoWriter(path, width, height, fps) as writer:
+        for frame in frames:
+            writer.write(frame)
+    return path
+
+
+def _audio_only(path: Path) -> Path:
+    from swap_engine.ffmpeg_bin import find_ffmpeg
+
+    cmd = [
+        find_ffmpeg().ffmpeg,
+        "-v",
+        "error",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=duration=0.5",
+        "-c:a",
+        "aac",
+        str(path),
+    ]
+    subprocess.run(cmd, check=True, timeout=60)
+    return path
+
+
+def test_bad_inputs_are_rejections_with_reasons(
+    photos: Path, landmarker_model: Path, tmp_path: Path, clips: Path
+) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "notes.jpg").write_text("not a photo\n")
+    (bad / "empty.png").write_bytes(b"")
+    cut = (photos / "obama.jpg").read_bytes()
+    (bad / "cut.jpg").write_bytes(cut[: len(cut) // 4])
+    big = photos / "biden.jpg"  # 970 x 2204 px: over the 1.5 megapixel limit set below
+    grey = _write_clip(bad / "grey.mp4", [np.full((64, 64, 3), 120, np.uint8)] * 5)
+    sound = _audio_only(bad / "sound.m4a")
+    twice = bad / "obama_again.jpg"
+    shutil.copyfile(photos / "obama.jpg", twice)
+    inputs = [
+        photos / "obama.jpg",
+        bad / "notes.jpg",
+        bad / "empty.png",
+        bad / "cut.jpg",
+        big,
+        grey,
+        sound,
+        twice,
+    ]
+    report = build_faceset(inputs, tmp_path / "set", landmarker_model, max_image_pixels=1_500_000)
+    assert [r.source for r in report.kept] == ["obama.jpg"]
+    reasons = {(r.source, r.reason) for r in report.rejected}
+    assert {
+        (n, UNREADABLE) for n in ("notes.jpg", "empty.png", "cut.jpg", "biden.jpg", "sound.m4a")
+    } <= reasons
+    assert ("grey.mp4", NO_FACE) in reasons and ("obama_again.jpg", DUPLICATE) in reasons
+    details = {r.source: r.detail for r in report.rejected if r.frame is None}
+    assert "970x2204" in details["biden.jpg"] and "truncated" in details["cut.jpg"]
+    print(report.summary())
+    assert "rejected" in report.summary()
+    # With no good input at all: NoFaceFound, listing each input's reason.
+    with pytest.raises(NoFaceFound) as info:
+        build_faceset(inputs[1:-1], tmp_path / "none", landmarker_model, max_image_pixels=1_500_000)
+    text = info.value.user_text()
+    print(text)
+    for name in ("notes.jpg", "empty.png", "cut.jpg", "biden.jpg", "grey.mp4", "sound.m4a"):
+        assert name in text
+    assert not (tmp_path / "none").exists()
+
+
+def test_out_dir_must_be_fresh(photos: Path, landmarker_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "set"
+    out.mkdir()
+    (out / "old.txt").write_text("x")
+    with pytest.raises(FileExistsError):
+        build_faceset([photos / "obama.jpg"], out, landmarker_model)
+    (out / "old.txt").unlink()
+    assert len(build_faceset([photos / "obama.jpg"], out, landmarker_model).kept) == 1  # empty is fine
+
+
+@pytest.fixture(scope="module")
+def selfie_6s(clips: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from swap_engine.video import read_frames
+
+    frames = list(itertools.islice(read_frames(clips / "selfie_woman_expressive.mp4", max_frames=180), 180))
+    return _write_clip(tmp_path_factory.mktemp("clip") / "selfie_6s.mp4", frames)
+
+
+def test_selfie_video_keeps_a_diverse_subset(selfie_6s: Path, landmarker_model: Path, tmp_path: Path) -> None:
+    progress: list[float] = []
+    report = build_faceset(
+        [selfie_6s], tmp_path / "set", landmarker_model, max_video_frames=90,
+        on_progress=lambda fraction, what: progress.append(fraction),
+    )  # fmt: skip
+    sampled = len(report.kept) + len(report.rejected)
+    similar = sum(r.reason == SIMILAR for r in report.rejected)
+    yaw = np.array([r.yaw for r in report.kept])
+    pitch = np.array([r.pitch for r in report.kept])
+    jaw = np.array([r.blendshapes[25] for r in report.kept])  # jawOpen
+    print(
+        f"selfie first 6 s: {sampled} frames sampled, {len(report.kept)} kept, {similar} similar skipped, "
+        f"{sum(r.reason == BLURRY for r in report.rejected)} blurry; yaw {yaw.min():.1f}..{yaw.max():.1f} "
+        f"(sd {yaw.std():.1f}), pitch {pitch.min():.1f}..{pitch.max():.1f} (sd {pitch.std():.1f}), "
+        f"jawOpen {jaw.min():.2f}..{jaw.max():.2f}\n{report.summary()}"
+    )
+    assert sampled == 90
+    assert 10 <= len(report.kept) < 60 and similar > 20
+    assert jaw.max() - jaw.min() > 0.3  # open and closed mouths both kept
+    frames = [r.frame for r in report.kept]
+    assert frames == sorted(frames) and len(set(frames)) == len(frames)
+    assert progress and progress == sorted(progress)
+    assert report.summary().startswith(f"{len(report.kept)} faces kept from 1 video (")
