@@ -871,6 +871,7 @@ class VideoWriter:
         self._frames = 0
         self._closed = False
         self._video_tmp = _temp_sibling(self.path, "video")
+        self._mux_tmp = _temp_sibling(self.path, "mux")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         cmd = encode_command(
             self._tools.ffmpeg, self._video_tmp, self.width, self.height, self.fps, crf=crf, bitrate=bitrate,
@@ -925,16 +926,15 @@ class VideoWriter:
             raise EncodeError(f"Could not encode {self.path.name}: {what}.", hint="See the ffmpeg message above.")
         try:
             if self._audio is not None and self._audio_path is not None:
-                final_tmp = _temp_sibling(self.path, "mux")
                 audio = self._audio.first("audio")
                 assert audio is not None
                 cmd = mux_audio_command(
-                    self._tools.ffmpeg, self._video_tmp, self._audio_path, final_tmp,
+                    self._tools.ffmpeg, self._video_tmp, self._audio_path, self._mux_tmp,
                     duration=float(self._frames / self.fps), audio_offset=self._audio_offset,
                     copy_audio=audio.codec == "aac", metadata=self.metadata,
                 )
                 _run_encode(cmd, self.path.name, timeout=600)
-                os.replace(final_tmp, self.path)
+                os.replace(self._mux_tmp, self.path)
                 self._video_tmp.unlink(missing_ok=True)
             else:
                 os.replace(self._video_tmp, self.path)
@@ -958,10 +958,17 @@ class VideoWriter:
                 pass
         self._proc.wait()
         self._video_tmp.unlink(missing_ok=True)
-        for leftover in self.path.parent.glob(f".{self.path.name}.mux-*.part"):
-            leftover.unlink(missing_ok=True)
+        self._mux_tmp.unlink(missing_ok=True)
         if not self._err.closed:
             self._err.close()
+
+    def __del__(self) -> None:
+        # A writer dropped without close() (an exception outside a `with`) must not leave ffmpeg waiting on stdin.
+        if not getattr(self, "_closed", True):
+            try:
+                self.abort()
+            except Exception:  # noqa: BLE001 - never raise from a finalizer
+                pass
 
     def __enter__(self) -> VideoWriter:
         return self

@@ -487,6 +487,9 @@ def test_writer_failures_raise_encode_error_and_leave_nothing(tmp_path: Path, to
             for _ in range(50):
                 writer.write(np.zeros((64, 64, 3), np.uint8))
     assert "preset" in caught.value.message.lower()  # ffmpeg's own words are kept
+    dropped = VideoWriter(out, 64, 64, 25, tools=tools)
+    dropped.write(np.zeros((64, 64, 3), np.uint8))
+    del dropped  # never closed: the finalizer stops ffmpeg and removes the partial file
     assert not out.exists() and _no_leftovers(tmp_path)
     assert _children() == []
 
