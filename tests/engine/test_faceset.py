@@ -16,9 +16,11 @@ from swap_engine import align
 from swap_engine.faceset import (
     BLURRY,
     DUPLICATE,
+    EXTREME_POSE,
     FACESET_JSON,
     NO_FACE,
     SIMILAR,
+    TOO_SMALL,
     UNREADABLE,
     build_faceset,
     load_faceset,
@@ -192,3 +194,30 @@ def test_selfie_video_keeps_a_diverse_subset(selfie_6s: Path, landmarker_model: 
     assert frames == sorted(frames) and len(set(frames)) == len(frames)
     assert progress and progress == sorted(progress)
     assert report.summary().startswith(f"{len(report.kept)} faces kept from 1 video (")
+
+
+def test_filters_small_blurry_and_turned_faces(photos: Path, landmarker_model: Path, tmp_path: Path) -> None:
+    from PIL import Image, ImageFilter
+
+    portrait = Image.open(photos / "obama.jpg")
+    portrait.filter(ImageFilter.GaussianBlur(6)).save(tmp_path / "obama_blurred.png")
+    portrait.resize((portrait.width // 6, portrait.height // 6)).save(
+        tmp_path / "obama_tiny.png"
+    )  # ~45 px face
+    names = ["obama.jpg", "biden.jpg", "man_curly_glasses.jpg", "painting_mona_lisa.jpg"]
+    inputs = [photos / n for n in names] + [tmp_path / "obama_blurred.png", tmp_path / "obama_tiny.png"]
+    # Mona Lisa looks about 18° to the side and 19° down: "extreme" under a strict limit of 14°.
+    report = build_faceset(
+        inputs, tmp_path / "set", landmarker_model, min_face_px=64, max_yaw=14, max_pitch=14
+    )
+    why = {r.source: r.reason for r in report.rejected}
+    assert why == {
+        "obama_blurred.png": BLURRY,
+        "obama_tiny.png": TOO_SMALL,
+        "painting_mona_lisa.jpg": EXTREME_POSE,
+    }
+    assert [r.source for r in report.kept] == names[:3]
+    summary = report.summary()
+    assert "3 rejected: " in summary and all(
+        f"1 {reason}" in summary for reason in (BLURRY, TOO_SMALL, EXTREME_POSE)
+    )
