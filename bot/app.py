@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import aiohttp
 import discord
@@ -69,6 +70,7 @@ class FamswapBot(commands.Bot):
         sync_commands: bool = True,
         poll_interval: float = 2.0,
         edit_interval: float = 12.0,
+        **client_options: Any,
     ) -> None:
         # Only the guilds intent: interactions bring their own member data, and no message content is read.
         intents = discord.Intents.none()
@@ -80,6 +82,7 @@ class FamswapBot(commands.Bot):
             help_command=None,
             max_ratelimit_timeout=MAX_RATELIMIT_TIMEOUT,
             allowed_mentions=discord.AllowedMentions.none(),  # results opt in to mentioning their requester
+            **client_options,
         )
         self.settings = settings
         self.store = store
@@ -110,11 +113,11 @@ class FamswapBot(commands.Bot):
         return self.http_session
 
 
-def build_bot(settings: Settings, store: Storage, **options: object) -> FamswapBot:
-    """A bot pointed at the configured Discord API and gateway; ``options`` go to ``FamswapBot`` (tests shorten the
-    poll and edit intervals)."""
+def build_bot(settings: Settings, store: Storage, **options: Any) -> FamswapBot:
+    """A bot pointed at the configured Discord API and gateway; ``options`` go to ``FamswapBot`` and on to
+    discord.py's client (tests shorten the poll and edit intervals and ``guild_ready_timeout``)."""
     point_at_discord(settings)
-    return FamswapBot(settings, store, **options)  # type: ignore[arg-type]
+    return FamswapBot(settings, store, **options)
 
 
 async def serve(settings: Settings, store: Storage | None = None) -> None:

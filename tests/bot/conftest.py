@@ -59,7 +59,7 @@ class BotRunner:
         self.task: asyncio.Task[None] | None = None
 
     async def start(self, **options: Any) -> FamswapBot:
-        options = {"poll_interval": 0.1, "edit_interval": 0.3, **options}
+        options = {"poll_interval": 0.1, "edit_interval": 0.3, "guild_ready_timeout": 0.05, **options}
         self.bot = build_bot(self.settings, self.store, **options)
         self.task = asyncio.create_task(self.bot.start(self.settings.require_token()))
         await asyncio.wait_for(self.bot.wait_until_ready(), 15)

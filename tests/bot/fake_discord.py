@@ -338,6 +338,7 @@ class FakeInteraction:
     created: float
     payload: dict[str, Any]
     callbacks: list[dict[str, Any]] = field(default_factory=list)
+    message: FakeMessage | None = None  # the message whose component was used
     original: FakeMessage | None = None
     followups: list[FakeMessage] = field(default_factory=list)
     choices: list[dict[str, Any]] | None = None
@@ -350,8 +351,10 @@ class FakeInteraction:
 
     @property
     def replies(self) -> list[FakeMessage]:
-        """What the user got back: the original response (when it has content) and the follow-ups."""
-        out = [self.original] if self.original is not None and not self.original.loading else []
+        """What the user got back: the original response (when it has content; not the message of a used
+        component) and the follow-ups."""
+        own = self.original is not None and self.original is not self.message and not self.original.loading
+        out = [self.original] if own else []
         return out + [m for m in self.followups if m is not self.original]
 
     @property
@@ -737,8 +740,7 @@ class FakeDiscord:
         if message is not None:
             payload["message"] = message.data
         ia = FakeInteraction(iid, token, type_, user, channel, time.monotonic(), payload)
-        if message is not None and type_ == MESSAGE_COMPONENT:
-            ia.original = message  # for a component, "@original" is the message that carries it
+        ia.message = message if type_ == MESSAGE_COMPONENT else None
         self.interactions[token] = ia
         await self.dispatch("INTERACTION_CREATE", payload)
         return ia
@@ -750,7 +752,8 @@ class FakeDiscord:
         allowed = payload.get("allowed_mentions")
         mentioned = [int(m) for m in re.findall(r"<@!?(\d+)>", content)]
         if allowed is not None and "users" not in (allowed.get("parse") or []):
-            mentioned = [m for m in mentioned if str(m) in (allowed.get("users") or [])]
+            listed = {str(u) for u in allowed.get("users") or []}
+            mentioned = [m for m in mentioned if str(m) in listed]
         data: dict[str, Any] = {
             "id": str(self.mint()),
             "channel_id": str(channel.id),
@@ -977,13 +980,15 @@ class FakeDiscord:
             elif rec.files and (resp := self._too_large(ia.channel, rec.files)):
                 return resp
             ia.original = self._create(ia.channel, data, rec.files, author=self.bot_user, interaction=ia)
-        elif kind == 7 and ia.original is not None:
-            self._edit(ia.original, data, rec.files)
+        elif kind in (6, 7) and ia.message is not None:
+            ia.original = ia.message  # for a component, "@original" is then the message that carries it
+            if kind == 7:
+                self._edit(ia.message, data, rec.files)
         elif kind == 8:
             ia.choices = list(data.get("choices") or [])
         elif kind == 9:
             ia.modal = data
-        elif kind != 6:
+        elif kind not in (6, 7):
             return _error(400, 50035, f"Invalid Form Body: unknown callback type {kind}")
         ia.callbacks.append(body)
         if "with_response" not in rec.query:
