@@ -1,0 +1,244 @@
+"""The command line's own flows: swap a clip start to finish, list tracks; enroll, list and forget via storage."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from famswap.config import Settings
+from famswap.errors import NoFaceFound, NotFound, UnsupportedMedia
+from famswap.progress import StageBar, format_duration
+
+log = logging.getLogger("famswap")
+
+# The command line acts as one local user in one local "guild"; Discord ids are never 0.
+LOCAL_GUILD = 0
+LOCAL_USER = 0
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _check_input(path: Path) -> None:
+    if not path.exists():
+        raise UnsupportedMedia(f"{path} does not exist.", hint="Check the path.")
+
+
+def _landmarker(settings: Settings) -> Path:
+    from swap_engine.assets import landmarker_path
+
+    return landmarker_path(settings.models_path)
+
+
+def _faceset_from_paths(settings: Settings, paths: list[Path], cache: Path) -> tuple[str, Path]:
+    """Build (or reuse) the face set of the person shown in ``paths``; returns (identity key, face-set folder)."""
+    import hashlib
+
+    from swap_engine.faceset import build_faceset
+    from swap_engine.pipeline import file_digest
+
+    for p in paths:
+        _check_input(p)
+    files = sorted(f for p in paths for f in ([p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file())))
+    key = hashlib.sha256("".join(file_digest(f) for f in files).encode()).hexdigest()[:12]
+    folder = cache / "people" / key
+    if (folder / "faceset.json").is_file():
+        _say(f"enroll      reusing the face set built earlier from the same {len(files)} file(s)")
+        return f"p{key}", folder
+    with StageBar("enroll") as bar:
+        report = build_faceset(
+            paths,
+            folder,
+            _landmarker(settings),
+            max_image_pixels=settings.max_image_pixels,
+            on_progress=lambda fraction, message: bar.update(round(fraction * 100), 100, message),
+        )
+    _say(report.summary())
+    return f"p{key}", folder
+
+
+def swap(settings: Settings, args: argparse.Namespace) -> int:
+    """`famswap swap`: enroll → scan the clip → extract the actor → train → convert, with a bar per stage."""
+    from swap_engine import pipeline
+    from swap_engine.convert import ConvertOptions, convert_clip
+
+    started = time.monotonic()
+    clip: Path = args.clip
+    _check_input(clip)
+    from swap_engine.video import probe
+
+    info = probe(clip)
+    device = pipeline.resolve_device(args.device or settings.device)
+    model = args.model or (settings.model if settings.model != "auto" else pipeline.default_model(device))
+    minutes = args.train_minutes
+    if minutes is None:
+        minutes = settings.train_minutes_gpu if device.startswith("cuda") else settings.train_minutes_cpu
+    cache = settings.home / "local"
+    cache.mkdir(parents=True, exist_ok=True)
+    _say(f"famswap     {clip.name}: {info.width}x{info.height}, {info.duration:.1f} s; model {model} on {device}, "
+         f"training {minutes:g} min")
+
+    if args.identity_from:
+        person, person_faces = _faceset_from_paths(settings, list(args.identity_from), cache)
+    else:
+        person, person_faces = _stored_faceset(settings, args.identity, cache)
+
+    clip_key = pipeline.file_digest(clip)
+    work = cache / "clips" / clip_key
+    work.mkdir(parents=True, exist_ok=True)
+    scan_path = work / "scan.npz"
+    if scan_path.is_file():
+        scan = pipeline.load_scan(scan_path)
+        _say(f"scan        reusing the earlier scan of this clip: {len(scan.tracks)} face track(s)")
+    else:
+        landmarker = _landmarker(settings)
+        with StageBar("scan") as bar:
+            scan = pipeline.scan_video(clip, landmarker, on_progress=lambda d, t, m: bar.update(d, t))
+        pipeline.save_scan(scan, scan_path)
+        _say(f"scan        {len(scan.tracks)} face track(s) in {scan.frame_count} frames")
+    track = args.track if args.track is not None else 0
+    chosen = scan.track(track)
+    if len(scan.tracks) > 1 and args.track is None:
+        _say(f"scan        swapping track 0, the main face; `famswap tracks {clip}` shows the others")
+
+    actor_path = work / f"actor-t{track}.npz"
+    if not actor_path.is_file():
+        with StageBar("actor") as bar:
+            bar.update(0, 1)
+            pipeline.extract_actor(clip, scan, track, actor_path)
+    actor = f"a{clip_key[:12]}t{track}"
+    _say(f"actor       {len(pipeline.choose_actor_frames(chosen))} faces of the actor to learn from")
+
+    bank_path = cache / f"bank-{model}.pt"
+    checkpoint = work / f"train-{person}-{model}.ckpt"
+    checkpoint.unlink(missing_ok=True)  # a new command is a new training budget
+    plan = pipeline.TrainPlan(
+        faces={person: person_faces, actor: actor_path},
+        bank_path=bank_path,
+        checkpoint=checkpoint,
+        model=model,
+        device=device,
+        seconds=minutes * 60.0,
+        seed=args.seed or 0,
+    )
+    with StageBar("train") as bar:
+
+        def on_train(p: object) -> None:
+            losses = " ".join(f"{k[:8]}={v:.3f}" for k, v in p.losses.items() if k == "total")  # type: ignore[attr-defined]
+            bar.update(p.elapsed_s, minutes * 60.0, f"step {p.step} {losses} {p.samples_per_s:.0f} faces/s")  # type: ignore[attr-defined]
+
+        result = pipeline.train_bank(plan, on_progress=on_train)
+    checkpoint.unlink(missing_ok=True)
+    _say(f"train       {result.step} steps, final loss {result.losses.get('total', float('nan')):.4f}")  # type: ignore[attr-defined]
+
+    from swap_engine.model import load_bank
+
+    bank, _ = load_bank(bank_path)
+    max_mb = args.max_mb if args.max_mb is not None else settings.output_max_mb
+    opts = ConvertOptions(identity=person, track=track, device=device, max_bytes=int(max_mb * 1024 * 1024))
+    out: Path = args.out
+    with StageBar("convert") as bar:
+        report = convert_clip(
+            clip, bank, scan, out, opts,
+            on_progress=lambda d, t: bar.update(d, t),
+            comparison_path=out.with_name(out.stem + ".compare.gif"),
+        )
+    out.with_name(out.stem + ".json").write_text(report.to_json(), encoding="utf-8")
+    _say(
+        f"done        {out} ({report.bytes / 1e6:.1f} MB, {report.frames} frames, {report.swapped} swapped) "
+        f"in {format_duration(time.monotonic() - started)}; before/after: {report.comparison}"
+    )
+    return 0
+
+
+def tracks(settings: Settings, clip: Path, out: Path | None) -> int:
+    """`famswap tracks`: list the clip's face tracks and write a numbered contact sheet."""
+    from swap_engine import pipeline
+
+    _check_input(clip)
+    with StageBar("scan") as bar:
+        scan = pipeline.scan_video(clip, _landmarker(settings), on_progress=lambda d, t, m: bar.update(d, t))
+    sheet = pipeline.write_contact_sheet(clip, scan, out or clip.with_name(clip.stem + ".tracks.jpg"))
+    for t in scan.tracks:
+        print(f"track {t.index}: frames {t.first}-{t.last} ({len(t.faces)} seen), face about {t.faces[t.best_frame()].size:.0f} px")
+    print(f"contact sheet: {sheet}")
+    return 0
+
+
+# -----------------------------------------------------------------------------
+# stored identities (the same storage and worker the bot uses)
+
+
+def _run(coro: object) -> object:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def _stored_faceset(settings: Settings, name: str, cache: Path) -> tuple[str, Path]:
+    async def fetch() -> tuple[str, Path]:
+        from storage import open_storage
+        from swap_engine.worker import unpack_faceset
+
+        async with open_storage(settings) as store:
+            identity = await store.find_identity(LOCAL_GUILD, LOCAL_USER, name)
+            if identity.faceset is None:
+                raise NoFaceFound(f"{identity.display_name} has no faces yet.", hint="Run `famswap enroll` first.")
+            folder = cache / "people" / f"id{identity.id}v{identity.faceset_version}"
+            if not (folder / "faceset.json").is_file():
+                archive = cache / f"faceset-{identity.id}.tar"
+                await store.decrypt_to(identity.faceset, archive)
+                unpack_faceset(archive, folder)
+                archive.unlink()
+            return f"i{identity.id}", folder
+
+    return _run(fetch())  # type: ignore[return-value]
+
+
+def enroll(settings: Settings, name: str, paths: list[Path]) -> int:
+    """`famswap enroll`: store the inputs and build the face set through the worker; one line per input."""
+    from swap_engine.worker import enroll_local
+
+    outcome = _run(enroll_local(settings, LOCAL_GUILD, LOCAL_USER, name, paths))
+    for line in outcome.lines:  # type: ignore[attr-defined]
+        print(line)
+    print(outcome.summary)  # type: ignore[attr-defined]
+    return 0 if outcome.kept else 1  # type: ignore[attr-defined]
+
+
+def list_identities(settings: Settings) -> int:
+    async def go() -> int:
+        from storage import open_storage
+
+        async with open_storage(settings) as store:
+            people = await store.list_identities(LOCAL_GUILD, LOCAL_USER)
+            if not people:
+                print("Nobody is enrolled yet: `famswap enroll NAME PHOTOS...`")
+            for i in people:
+                print(f"{i.display_name}: {i.face_count} faces, {i.status.value}")
+        return 0
+
+    return _run(go())  # type: ignore[return-value]
+
+
+def forget(settings: Settings, name: str) -> int:
+    async def go() -> int:
+        from storage import open_storage
+
+        async with open_storage(settings) as store:
+            try:
+                identity = await store.find_identity(LOCAL_GUILD, LOCAL_USER, name)
+            except NotFound:
+                print(f"Nobody called {name} is enrolled here.")
+                return 1
+            report = await store.forget_identity(LOCAL_GUILD, identity.id, LOCAL_USER)
+            print(f"Forgot {identity.display_name}: {report}")
+        shutil.rmtree(settings.home / "local" / "people" / f"id{identity.id}", ignore_errors=True)
+        return 0
+
+    return _run(go())  # type: ignore[return-value]
+

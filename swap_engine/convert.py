@@ -1,0 +1,269 @@
+"""Swap a clip: per frame align → encode → decode as the person → colour-match → mask + blend → label → encode.
+
+Inputs: the clip (path), a trained `FaceBank`, the `ClipScan` of the clip (tracks of faces in frame pixels), and the
+identity to draw. Frames are streamed from ffmpeg and written back to ffmpeg in order; model calls are batched
+across frames. Frames where the chosen face is absent, too small or turned away are written unchanged (apart from
+the label every output frame carries). The output keeps the clip's fps, frame count and audio, carries synthetic-media
+metadata, and is fitted to a byte limit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from swap_engine import align, blend, color, label, smooth, video
+from swap_engine.track import ClipScan, Track
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """How to convert; the defaults are the ones famswap ships with."""
+
+    identity: str
+    track: int = 0
+    color: str = "reinhard"  # "reinhard", "histogram" or "none"
+    blend: str = "alpha"  # "alpha" (feathered) or "poisson" (cv2.seamlessClone)
+    batch: int = 16
+    min_face_px: float = 24.0  # faces smaller than this (inter-ocular based size) pass through
+    max_abs_yaw: float = 70.0  # faces turned further away pass through
+    max_bytes: int | None = 10 * 1024 * 1024
+    label_style: label.LabelStyle = field(default_factory=label.LabelStyle)
+    comparison_frames: int = 24
+    device: str = "cpu"
+
+
+@dataclass
+class ConvertReport:
+    """What conversion did, written beside the output as JSON."""
+
+    output: str
+    frames: int
+    swapped: int
+    skipped: dict[str, int]
+    track: int
+    tracks: int
+    fps: str
+    has_audio: bool
+    bytes: int
+    fitted: bool
+    timings: dict[str, float]
+    comparison: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+@dataclass
+class _Pending:
+    index: int
+    frame: np.ndarray
+    matrix: np.ndarray | None = None
+    crop: np.ndarray | None = None
+    points: np.ndarray | None = None
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+
+    def add(self, name: str, start: float) -> None:
+        self.totals[name] = self.totals.get(name, 0.0) + time.perf_counter() - start
+
+
+def skip_reason(face: object | None, opts: ConvertOptions) -> str | None:
+    """Why a frame's face is not swapped, or None when it is."""
+    if face is None:
+        return "no face"
+    if face.size < opts.min_face_px:  # type: ignore[attr-defined]
+        return "face too small"
+    if abs(face.yaw) > opts.max_abs_yaw:  # type: ignore[attr-defined]
+        return "face turned away"
+    return None
+
+
+class FrameSwapper:
+    """The per-frame work, holding the state that must carry across frames (smoothing, colour statistics)."""
+
+    def __init__(self, bank: object, opts: ConvertOptions, fps: float, coverage: float) -> None:
+        self.bank = bank
+        self.opts = opts
+        self.fps = fps
+        self.size: int = bank.cfg.size  # type: ignore[attr-defined]
+        self.coverage = coverage
+        self.points_filter = smooth.OneEuroFilter(vector_axis=-1)
+        self.colour = color.ColorStabilizer(method=opts.color) if opts.color != "none" else None
+        self.timer = _Timer()
+        self._last_index = -10
+
+    def reset(self) -> None:
+        """Forget temporal state: at scene cuts and when the face comes back after a gap."""
+        self.points_filter.reset()
+        if self.colour is not None:
+            self.colour.reset()
+
+    def prepare(self, index: int, frame: np.ndarray, face: object | None) -> _Pending:
+        """Align the frame's face (smoothed over time) or mark the frame as pass-through."""
+        if face is None or skip_reason(face, self.opts):
+            return _Pending(index, frame)
+        start = time.perf_counter()
+        if index - self._last_index > 2:
+            self.reset()
+        self._last_index = index
+        points = self.points_filter(face.points.astype(np.float64), index / self.fps)  # type: ignore[attr-defined]
+        matrix = align.align_matrix(points, self.size, coverage=self.coverage)
+        crop = align.warp_crop(frame, matrix, self.size)
+        crop_points = align.transform_points(points, matrix)
+        self.timer.add("align", start)
+        return _Pending(index, frame, matrix, crop, crop_points)
+
+    def finish(self, batch: list[_Pending]) -> list[np.ndarray]:
+        """Run the model on the batch's faces and composite them back; returns the frames in order."""
+        from swap_engine.train import swap_faces
+
+        faces = [p for p in batch if p.crop is not None]
+        if faces:
+            start = time.perf_counter()
+            crops = np.stack([p.crop for p in faces])
+            swapped, learned = swap_faces(self.bank, crops, self.opts.identity, device=self.opts.device)
+            self.timer.add("model", start)
+            start = time.perf_counter()
+            for n, p in enumerate(faces):
+                p.frame = self._composite(p, swapped[n], None if learned is None else learned[n])
+            self.timer.add("blend", start)
+        return [p.frame for p in batch]
+
+    def _composite(self, p: _Pending, face: np.ndarray, learned: np.ndarray | None) -> np.ndarray:
+        assert p.crop is not None and p.points is not None and p.matrix is not None
+        hull = align.face_mask(p.points, self.size, forehead=False)
+        mask = blend.combine_masks(hull, learned)
+        if self.colour is not None:
+            face = self.colour.apply(face, p.crop, hull)
+        # Erode at least as far as the feather reaches, so the soft edge stays inside the face (no hair ghosts).
+        edge = max(2, round(self.size * 0.05))
+        mask = blend.erode_feather(mask, erode_px=edge, feather_px=edge)
+        return blend.composite(p.frame, face, p.matrix, mask, mode=self.opts.blend)
+
+
+def convert_clip(
+    clip: Path,
+    bank: object,
+    scan: ClipScan,
+    out: Path,
+    opts: ConvertOptions,
+    *,
+    coverage: float | None = None,
+    on_progress: ProgressFn | None = None,
+    comparison_path: Path | None = None,
+) -> ConvertReport:
+    """Write ``out``: the clip with track ``opts.track``'s face drawn as ``opts.identity``. See the module doc."""
+    started = time.perf_counter()
+    info = video.probe(clip)
+    track: Track = scan.track(opts.track)
+    fps = float(info.fps)
+    swapper = FrameSwapper(bank, opts, fps, align.DEFAULT_COVERAGE if coverage is None else coverage)
+    renderer = label.LabelRenderer(info.width, info.height, opts.label_style)
+    total = scan.frame_count
+    sample_at = set(np.linspace(0, max(total - 1, 0), num=min(opts.comparison_frames, total), dtype=int).tolist())
+    before: list[np.ndarray] = []
+    after: list[np.ndarray] = []
+    skipped: dict[str, int] = {}
+    swapped = 0
+    written = 0
+    raw = out.with_name(out.stem + ".raw.mp4")
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(frames: list[np.ndarray], batch: list[_Pending], writer: video.VideoWriter) -> None:
+        nonlocal written
+        for p, frame in zip(batch, frames, strict=True):
+            start = time.perf_counter()
+            labelled = renderer.apply(frame)
+            swapper.timer.add("label", start)
+            if p.index in sample_at:
+                before.append(_small(p_original[p.index]))
+                after.append(_small(labelled))
+                del p_original[p.index]
+            start = time.perf_counter()
+            writer.write(labelled)
+            swapper.timer.add("encode", start)
+            written += 1
+            if on_progress is not None:
+                on_progress(written, total)
+
+    p_original: dict[int, np.ndarray] = {}
+    start = time.perf_counter()
+    with video.VideoWriter(
+        raw, info.width, info.height, info.fps, audio_from=clip if info.has_audio else None,
+        metadata=label.SYNTHETIC_METADATA,
+    ) as writer:
+        pending: list[_Pending] = []
+        decode_start = time.perf_counter()
+        for index, frame in enumerate(video.read_frames(clip)):
+            swapper.timer.add("decode", decode_start)
+            if index in scan.cuts:
+                swapper.reset()
+            face = track.faces.get(index)
+            reason = skip_reason(face, opts)
+            if reason:
+                skipped[reason] = skipped.get(reason, 0) + 1
+            else:
+                swapped += 1
+            if index in sample_at:
+                p_original[index] = frame
+            pending.append(swapper.prepare(index, frame, face))
+            if sum(p.crop is not None for p in pending) >= opts.batch or len(pending) >= 4 * opts.batch:
+                write(swapper.finish(pending), pending, writer)
+                pending = []
+            decode_start = time.perf_counter()
+        if pending:
+            write(swapper.finish(pending), pending, writer)
+    swapper.timer.totals["total_pipeline"] = time.perf_counter() - start
+
+    fitted = False
+    start = time.perf_counter()
+    if opts.max_bytes is not None and raw.stat().st_size > opts.max_bytes:
+        video.fit_to_size(raw, out, opts.max_bytes, metadata=label.SYNTHETIC_METADATA)
+        raw.unlink()
+        fitted = True
+    else:
+        shutil.move(raw, out)
+    swapper.timer.add("fit", start)
+
+    comparison = None
+    if comparison_path is not None and before:
+        video.comparison_animation(before, after, comparison_path)
+        comparison = str(comparison_path)
+    timings = {k: round(v, 3) for k, v in swapper.timer.totals.items()}
+    timings["total"] = round(time.perf_counter() - started, 3)
+    return ConvertReport(
+        output=str(out),
+        frames=written,
+        swapped=swapped,
+        skipped=skipped,
+        track=opts.track,
+        tracks=len(scan.tracks),
+        fps=str(info.fps),
+        has_audio=info.has_audio,
+        bytes=out.stat().st_size,
+        fitted=fitted,
+        timings=timings,
+        comparison=comparison,
+    )
+
+
+def _small(frame: np.ndarray, height: int = 240) -> np.ndarray:
+    h, w = frame.shape[:2]
+    width = max(2, int(round(w * height / h / 2)) * 2)
+    return cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)

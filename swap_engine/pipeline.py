@@ -1,0 +1,256 @@
+"""A swap as named stages — scan the clip, extract the actor, train the bank, convert — each resumable on its own.
+
+Used by `famswap swap` (all stages in one process) and by the worker (one job, stages recorded in storage). Every
+stage reads and writes plain files in a work folder, so a crashed run resumes at the first unfinished stage:
+
+    scan.npz         the clip's face tracks (stage "scan")
+    actor.npz        aligned crops + points of the chosen track (stage "actor")
+    train.ckpt       the trainer's checkpoint (stage "train"; resumes mid-way)
+    bank.pt          the trained face bank (the caller decides where it lives)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from famswap.errors import NoFaceFound
+from swap_engine import align, video
+from swap_engine.track import ClipScan, Track, contact_sheet, save_image, scan_clip, track_thumbnail
+
+log = logging.getLogger(__name__)
+
+StageProgress = Callable[[float, float, str], None]  # (done, total, message)
+
+CROP_SIZE = 256  # face sets and actor crops are stored at this size; models resize to their own
+ACTOR_MAX_FACES = 400
+
+
+def resolve_device(device: str | None) -> str:
+    """``auto``/None → ``cuda`` when torch sees a GPU, else ``cpu``; anything else as given."""
+    if device in (None, "auto"):
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def default_model(device: str) -> str:
+    """The model a device can train well in minutes: ``lite`` on a CPU, ``hires`` on a GPU."""
+    return "hires" if device.startswith("cuda") else "lite"
+
+
+def file_digest(path: Path, length: int = 16) -> str:
+    """A short SHA-256 of a file's bytes: names caches of the same clip or photos across runs."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:length]
+
+
+# -----------------------------------------------------------------------------
+# stage "scan": face tracks through the clip
+
+
+def scan_video(
+    clip: Path,
+    landmarker: Path,
+    *,
+    max_faces: int = 6,
+    on_progress: StageProgress | None = None,
+) -> ClipScan:
+    """Detect faces in every frame (VIDEO mode, so MediaPipe tracks between frames) and link them into tracks."""
+    from swap_engine.landmarks import LandmarkDetector
+
+    info = video.probe(clip)
+    fps = float(info.fps) or 30.0
+    total = max(info.frame_count, 1)
+
+    def tick(i: int) -> None:
+        if on_progress is not None and (i % 10 == 0 or i + 1 == total):
+            on_progress(i + 1, total, "finding faces")
+
+    with LandmarkDetector(landmarker, max_faces=max_faces, video=True) as detector:
+        scan = scan_clip(video.read_frames(clip), detector.detect, fps, on_frame=tick)
+    if not scan.tracks:
+        raise NoFaceFound(
+            f"No face was found in {clip.name}.",
+            hint="Try a clip where a face is clearly visible and not too small.",
+        )
+    return scan
+
+
+def save_scan(scan: ClipScan, path: Path) -> Path:
+    """Store a scan (tracks with their per-frame landmarks and pose) as one .npz, atomically."""
+    arrays: dict[str, np.ndarray] = {
+        "meta": np.array([scan.frame_count, scan.width, scan.height], np.int64),
+        "cuts": np.array(sorted(scan.cuts), np.int64),
+    }
+    for t in scan.tracks:
+        frames = t.frames
+        arrays[f"t{t.index}_frames"] = np.array(frames, np.int64)
+        arrays[f"t{t.index}_points"] = np.stack([t.faces[i].points for i in frames]).astype(np.float32)
+        arrays[f"t{t.index}_pose"] = np.stack(
+            [t.faces[i].pose if t.faces[i].pose is not None else np.full((4, 4), np.nan, np.float32) for i in frames]
+        ).astype(np.float32)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
+    return path
+
+
+def load_scan(path: Path) -> ClipScan:
+    from swap_engine.landmarks import Face
+
+    with np.load(path) as data:
+        frame_count, width, height = (int(v) for v in data["meta"])
+        tracks = []
+        n = 0
+        while f"t{n}_frames" in data:
+            frames, points, poses = data[f"t{n}_frames"], data[f"t{n}_points"], data[f"t{n}_pose"]
+            faces = {
+                int(i): Face(points[k], None, None, None if np.isnan(poses[k]).any() else poses[k])
+                for k, i in enumerate(frames)
+            }
+            tracks.append(Track(index=n, faces=faces))
+            n += 1
+        cuts = frozenset(int(c) for c in data["cuts"])
+    return ClipScan(tracks, frame_count, cuts, width, height)
+
+
+def write_contact_sheet(clip: Path, scan: ClipScan, out: Path) -> Path:
+    """Numbered thumbnails of every track (number = track index) from each track's best frame."""
+    wanted = {t.best_frame(): t for t in scan.tracks}
+    thumbs: dict[int, np.ndarray] = {}
+    for i, frame in enumerate(video.read_frames(clip)):
+        if i in wanted:
+            t = wanted[i]
+            thumbs[t.index] = track_thumbnail(frame, t.faces[i])
+            if len(thumbs) == len(wanted):
+                break
+    sheet = contact_sheet([thumbs[t.index] for t in scan.tracks if t.index in thumbs])
+    return save_image(out, sheet)
+
+
+# -----------------------------------------------------------------------------
+# stage "actor": the clip's own face set of the chosen track
+
+
+def choose_actor_frames(track: Track, max_faces: int = ACTOR_MAX_FACES) -> list[int]:
+    """Frames to learn the actor from: all when few, else spread evenly over time with the pose extremes kept."""
+    frames = track.frames
+    if len(frames) <= max_faces:
+        return frames
+    chosen = set(np.linspace(0, len(frames) - 1, max_faces - 4).round().astype(int).tolist())
+    picked = {frames[k] for k in chosen}
+    for key in (lambda i: track.faces[i].yaw, lambda i: track.faces[i].pitch):
+        valid = [i for i in frames if not math.isnan(key(i))]
+        if valid:
+            picked.update((min(valid, key=key), max(valid, key=key)))
+    return sorted(picked)
+
+
+def extract_actor(clip: Path, scan: ClipScan, track: int, out: Path, *, max_faces: int = ACTOR_MAX_FACES) -> Path:
+    """Aligned crops (N, 256, 256, 3) uint8 and points (N, 478, 2) of track ``track``, saved as one .npz."""
+    t = scan.track(track)
+    wanted = set(choose_actor_frames(t, max_faces))
+    crops, points = [], []
+    for i, frame in enumerate(video.read_frames(clip)):
+        if i in wanted:
+            face = t.faces[i]
+            matrix = align.align_matrix(face.points, CROP_SIZE)
+            crops.append(align.warp_crop(frame, matrix, CROP_SIZE))
+            points.append(align.transform_points(face.points, matrix).astype(np.float32))
+        if i >= t.last:
+            break
+    if not crops:
+        raise NoFaceFound(f"Track {track} of {clip.name} has no usable face.", hint="Choose another track.")
+    tmp = out.with_name(out.name + ".tmp.npz")
+    np.savez(tmp, crops=np.stack(crops), points=np.stack(points))
+    tmp.replace(out)
+    return out
+
+
+def load_faces(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Crops and points of an actor .npz, or of a face-set folder written by `faceset.build_faceset`."""
+    if path.is_dir():
+        from swap_engine.faceset import load_faceset
+
+        fs = load_faceset(path)
+        return fs.crops, fs.points
+    with np.load(path) as data:
+        return data["crops"], data["points"]
+
+
+# -----------------------------------------------------------------------------
+# stage "train": fine-tune the bank for the identities of this swap
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    """What to train: identity key → faces (.npz or face-set folder); where the bank and checkpoint live."""
+
+    faces: dict[str, Path]
+    bank_path: Path
+    checkpoint: Path
+    model: str
+    device: str
+    seconds: float
+    seed: int = 0
+    batch: int | None = None
+
+
+def open_bank(bank_path: Path, model: str, identities: list[str]) -> object:
+    """Load the bank, or create one; add decoders for identities it lacks (initialised from an existing one)."""
+    from swap_engine.model import FaceBank, load_bank, model_config
+
+    if bank_path.is_file():
+        bank, _ = load_bank(bank_path)
+        if bank.cfg.name != model:
+            log.info("the saved face bank uses the %s model; keeping it (asked for %s)", bank.cfg.name, model)
+    else:
+        bank = FaceBank(model_config(model))
+    for identity in identities:
+        if identity not in bank.identities:
+            existing = bank.identities
+            bank.add_identity(identity, init_from=existing[0] if existing else None)
+    return bank
+
+
+def train_bank(
+    plan: TrainPlan,
+    *,
+    on_progress: Callable[[object], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> object:
+    """Train the plan's identities (resuming ``plan.checkpoint`` if present) and save the bank. Returns TrainResult."""
+    from swap_engine.model import save_bank
+    from swap_engine.train import TrainConfig, Trainer, make_trainset
+
+    bank = open_bank(plan.bank_path, plan.model, sorted(plan.faces))
+    size = bank.cfg.size  # type: ignore[attr-defined]
+    data = {}
+    for identity, path in plan.faces.items():
+        crops, points = load_faces(path)
+        data[identity] = make_trainset(crops, points, size)
+    cfg_args: dict[str, object] = {
+        "budget_seconds": plan.seconds,
+        "device": plan.device,
+        "seed": plan.seed,
+        "checkpoint_every_s": 60.0,
+        "preview_every_s": 15.0,
+        "plateau_patience": None,
+    }
+    if plan.batch:
+        cfg_args["batch"] = plan.batch
+    trainer = Trainer(bank, data, TrainConfig(**cfg_args), plan.checkpoint)  # type: ignore[arg-type]
+    result = trainer.run(on_progress=on_progress, should_stop=should_stop)
+    save_bank(plan.bank_path, bank, {"trained_steps": result.step})
+    return result

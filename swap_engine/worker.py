@@ -1,0 +1,654 @@
+"""The worker: claims jobs from storage and runs the engine's stages on one device; resumable and cancellable.
+
+The only engine module that imports `storage`. One worker process per GPU (or one on the CPU). Job kinds:
+
+- ``prepare``: build an identity's face set from its uploads (per-upload verdicts, a summary, a thumbnail grid).
+- ``train``: fine-tune the guild's bank for the job's identities.
+- ``swap``: scan the clip → (ask which face, when several compete) → extract the actor → train → convert.
+
+Engine work runs in a thread; the event loop keeps the lease alive (heartbeats every few seconds), notices a
+cancel within one heartbeat, and writes progress and previews to storage at a bounded rate. A swap saves a resume
+point after each stage and while training (the scan and the trainer's checkpoint, encrypted in storage), so a job
+re-claimed after a crash continues where it stopped. SIGTERM checkpoints the running job and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import tarfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from famswap.config import Settings
+from famswap.errors import FamswapError, JobCancelled, NoFaceFound, TrainingError
+from storage import (
+    BankConflict,
+    Identity,
+    IdentityStatus,
+    Job,
+    JobKind,
+    LeaseLost,
+    Storage,
+    UploadKind,
+    UploadStatus,
+    open_storage,
+)
+from swap_engine import pipeline
+
+log = logging.getLogger("famswap.worker")
+
+HEARTBEAT_S = 2.0
+LEASE_S = 60.0
+# Several faces compete when the second track has at least this share of the main one's screen time × size.
+COMPETING_TRACK_SHARE = 0.5
+
+
+class _Interrupted(Exception):
+    """The worker is shutting down (SIGTERM): the job was checkpointed and goes back to the queue."""
+
+
+@dataclass
+class JobContext:
+    """What a stage needs while it runs in the worker's thread: the job, its folder, and ways to talk to storage."""
+
+    store: Storage
+    job: Job
+    worker_id: str
+    folder: Path
+    loop: asyncio.AbstractEventLoop
+    device: str
+    settings: Settings
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    shutting_down: threading.Event = field(default_factory=threading.Event)
+
+    def call(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Run a storage coroutine on the worker's event loop from the engine thread and wait for it."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def should_stop(self) -> bool:
+        return self.cancelled.is_set() or self.shutting_down.is_set()
+
+    def check(self) -> None:
+        """Raise at a safe point if the job was cancelled or the worker is stopping."""
+        if self.cancelled.is_set():
+            raise JobCancelled("The job was cancelled.")
+        if self.shutting_down.is_set():
+            raise _Interrupted()
+
+    def progress(self, stage: str, percent: float | None, message: str, preview: bytes | None = None) -> None:
+        self.check()
+        self.call(
+            self.store.report_progress(
+                self.job.id, self.worker_id, stage=stage, percent=percent, message=message, preview=preview
+            )
+        )
+
+    def save_state(self, state: dict[str, Any], checkpoint: Path | None = None) -> None:
+        self.call(self.store.save_checkpoint(self.job.id, self.worker_id, state, checkpoint=checkpoint))
+
+    def model_name(self) -> str:
+        """The model to train: the job's choice, else the setting, else the device's default."""
+        s = self.settings
+        chosen = self.job.payload.get("model") or (s.model if s.model != "auto" else None)
+        return str(chosen or pipeline.default_model(self.device))
+
+
+@dataclass
+class Outcome:
+    """What a finished job hands to storage."""
+
+    video: Path | None = None
+    comparison: Path | bytes | None = None
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+# -----------------------------------------------------------------------------
+# face-set archives and bank parts (storage keeps files; the engine wants folders and a FaceBank)
+
+
+def pack_faceset(folder: Path, archive: Path) -> Path:
+    """An uncompressed tar of a face-set folder (the crops are PNGs already)."""
+    with tarfile.open(archive, "w") as tar:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                tar.add(path, arcname=str(path.relative_to(folder)))
+    return archive
+
+
+def unpack_faceset(archive: Path, folder: Path) -> Path:
+    """Unpack a face-set tar made by ``pack_faceset``, refusing any member that would land outside ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    root = folder.resolve()
+    with tarfile.open(archive, "r") as tar:
+        for member in tar.getmembers():
+            target = (folder / member.name).resolve()
+            if not member.isfile() or root not in target.parents:
+                raise ValueError(f"unexpected entry {member.name!r} in a face-set archive")
+            source = tar.extractfile(member)
+            assert source is not None
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(source.read())
+    return folder
+
+
+def _save_part(obj: dict[str, Any], path: Path) -> Path:
+    import torch
+
+    torch.save(obj, path)
+    return path
+
+
+def bank_from_storage(ctx: JobContext, model: str, folder: Path) -> tuple[object, int, dict[str, int]]:
+    """The guild's bank as a FaceBank (encoder + the decoders storage has), its version, and decoder versions."""
+    import torch
+
+    from swap_engine.model import FaceBank, config_from_dict, model_config
+
+    bank_row = ctx.call(ctx.store.get_bank(ctx.job.guild_id))
+    if bank_row is None or bank_row.encoder is None:
+        return FaceBank(model_config(model)), 0 if bank_row is None else bank_row.version, {}
+    enc_path = ctx.call(ctx.store.decrypt_to(bank_row.encoder, folder / "encoder.pt"))
+    enc = torch.load(enc_path, map_location="cpu", weights_only=True)
+    bank = FaceBank(config_from_dict(enc["model_args"]))
+    bank.encoder.load_state_dict(enc["state"])
+    for identity_id, ref in bank_row.decoders.items():
+        path = ctx.call(ctx.store.decrypt_to(ref, folder / f"decoder-{identity_id}.pt"))
+        bank.add_identity(str(identity_id))
+        bank.decoder(str(identity_id)).load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return bank, bank_row.version, dict(bank_row.decoder_versions)
+
+
+def bank_to_storage(ctx: JobContext, bank: Any, base_version: int, identities: dict[int, int], folder: Path) -> None:
+    """Save the encoder and the decoders of ``identities`` (id → face-set version) as the guild's new bank."""
+    enc = _save_part({"model_args": asdict(bank.cfg), "state": bank.encoder.state_dict()}, folder / "encoder.out.pt")
+    decoders = {
+        i: _save_part(bank.decoder(str(i)).state_dict(), folder / f"decoder-{i}.out.pt") for i in identities
+    }
+    ctx.call(
+        ctx.store.save_bank(
+            ctx.job.guild_id,
+            base_version=base_version,
+            encoder=enc,
+            decoders=decoders,
+            decoder_versions=identities,
+            config={"model_args": asdict(bank.cfg)},
+        )
+    )
+
+
+# -----------------------------------------------------------------------------
+# job: prepare (build an identity's face set)
+
+
+def _thumbnail_grid(folder: Path, columns: int = 6, cell: int = 96, limit: int = 24) -> bytes:
+    from swap_engine.faceset import load_faceset
+
+    fs = load_faceset(folder)
+    picks = np.linspace(0, len(fs) - 1, min(limit, len(fs))).round().astype(int)
+    tiles = [cv2.resize(fs.crops[i], (cell, cell), interpolation=cv2.INTER_AREA) for i in picks]
+    rows = (len(tiles) + columns - 1) // columns
+    grid = np.full((rows * cell, min(columns, len(tiles)) * cell, 3), 20, np.uint8)
+    for n, tile in enumerate(tiles):
+        r, c = divmod(n, columns)
+        grid[r * cell : (r + 1) * cell, c * cell : (c + 1) * cell] = tile
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    assert ok
+    return data.tobytes()
+
+
+def run_prepare(ctx: JobContext) -> Outcome:
+    """Decrypt the identity's uploads, build the face set, record each upload's verdict, store set + thumbnails."""
+    from swap_engine.assets import landmarker_path
+    from swap_engine.faceset import build_faceset
+
+    (identity_id,) = ctx.job.identity_ids
+    store, guild = ctx.store, ctx.job.guild_id
+    identity: Identity = ctx.call(store.get_identity(guild, identity_id))
+    uploads = [
+        u for u in ctx.call(store.list_uploads(guild, identity_id)) if u.status != UploadStatus.REJECTED
+    ]
+    if not uploads:
+        raise NoFaceFound(f"{identity.display_name} has no photos or videos to learn from.", hint="Send some with /enroll.")
+    inputs_dir = ctx.folder / "inputs"
+    inputs_dir.mkdir(exist_ok=True)
+    # Each upload keeps its own file name (in its own folder), so messages name what the user sent.
+    by_name: dict[str, Any] = {}
+    paths = []
+    for u in uploads:
+        folder = inputs_dir / str(u.id)
+        folder.mkdir(exist_ok=True)
+        paths.append(ctx.call(store.decrypt_to(u.blob, folder / Path(u.filename).name)))
+        by_name.setdefault(Path(u.filename).name, u)
+    ctx.progress("faces", 0, f"looking for {identity.display_name}'s face in {len(paths)} file(s)")
+    out = ctx.folder / "faceset"
+    s = ctx.settings
+    try:
+        report = build_faceset(
+            paths,
+            out,
+            landmarker_path(s.models_path),
+            max_image_pixels=s.max_image_pixels,
+            max_video_seconds=s.max_clip_seconds,
+            on_progress=lambda fraction, message: ctx.progress("faces", fraction * 100, message),
+        )
+    except NoFaceFound as exc:
+        for u in uploads:
+            ctx.call(store.record_upload_outcome(u.id, UploadStatus.REJECTED, reason=exc.message))
+        ctx.call(store.set_identity_status(guild, identity_id, IdentityStatus.EMPTY))
+        raise
+    lines = []
+    for name, u in by_name.items():
+        kept = sum(1 for r in report.kept if r.source == name)
+        problems = [r for r in report.rejected if r.source == name and r.frame is None]
+        shown = name
+        if kept:
+            ctx.call(store.record_upload_outcome(u.id, UploadStatus.ACCEPTED, faces_found=kept))
+            lines.append(f"{shown}: {kept} face{'s' if kept != 1 else ''} kept")
+        else:
+            reason = problems[0].detail if problems else "no usable face"
+            ctx.call(store.record_upload_outcome(u.id, UploadStatus.REJECTED, reason=reason))
+            lines.append(f"{shown}: rejected — {reason}")
+    summary = report.summary()
+    archive = pack_faceset(out, ctx.folder / "faceset.tar")
+    thumb = _thumbnail_grid(out)
+    ctx.call(
+        store.set_faceset(
+            guild, identity_id, archive, face_count=len(report.kept),
+            summary={"text": summary, "lines": lines}, thumbnail=thumb,
+        )
+    )  # fmt: skip
+    return Outcome(comparison=thumb, report={"kind": "prepare", "identity": identity.display_name,
+                                             "faces": len(report.kept), "summary": summary, "lines": lines})
+
+
+# -----------------------------------------------------------------------------
+# job: swap and train
+
+
+def train_seconds(ctx: JobContext) -> float:
+    """The training budget: payload override, else by device and quality (preview = a quarter of the full one)."""
+    payload = ctx.job.payload
+    if payload.get("train_seconds"):
+        return float(payload["train_seconds"])
+    s = ctx.settings
+    minutes = s.train_minutes_gpu if ctx.device.startswith("cuda") else s.train_minutes_cpu
+    return minutes * 60.0 * (1.0 if payload.get("quality", s.quality) == "best" else 0.25)
+
+
+def _identity_faces(ctx: JobContext, identity: Identity) -> Path:
+    if identity.faceset is None:
+        raise NoFaceFound(
+            f"{identity.display_name} has no face set yet.", hint="Wait for /enroll to finish, or enroll again."
+        )
+    archive = ctx.call(ctx.store.decrypt_to(identity.faceset, ctx.folder / f"faceset-{identity.id}.tar"))
+    folder = unpack_faceset(archive, ctx.folder / f"faceset-{identity.id}")
+    archive.unlink()
+    return folder
+
+
+def _pack_state(ctx: JobContext, names: list[str]) -> Path:
+    archive = ctx.folder / "resume.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name in names:
+            if (ctx.folder / name).is_file():
+                tar.add(ctx.folder / name, arcname=name)
+    return archive
+
+
+def _restore_state(ctx: JobContext) -> dict[str, Any]:
+    """Bring back the files of the last resume point (if any) and return the saved state."""
+    job = ctx.job
+    if job.checkpoint is not None:
+        archive = ctx.call(ctx.store.decrypt_to(job.checkpoint, ctx.folder / "resume.tar"))
+        with tarfile.open(archive, "r") as tar:
+            for member in tar.getmembers():
+                if member.isfile() and "/" not in member.name:
+                    source = tar.extractfile(member)
+                    assert source is not None
+                    (ctx.folder / member.name).write_bytes(source.read())
+        archive.unlink()
+    return dict(job.state)
+
+
+def _train(ctx: JobContext, faces: dict[str, Path], identities: dict[int, int], state: dict[str, Any],
+           keep: list[str], stage_base: float, stage_span: float) -> Any:
+    """Train the guild's bank on ``faces`` (identity key → faces) and save the stored identities' decoders."""
+    from swap_engine.model import save_bank
+
+    model = ctx.model_name()
+    bank, version, _ = bank_from_storage(ctx, model, ctx.folder)
+    bank_path = ctx.folder / "bank.pt"
+    save_bank(bank_path, bank)  # type: ignore[arg-type]
+    seconds = train_seconds(ctx)
+    checkpoint = ctx.folder / "train.ckpt"
+    last_saved = [checkpoint.stat().st_mtime if checkpoint.exists() else 0.0]
+
+    def on_progress(p: Any) -> None:
+        total = p.losses.get("total")
+        message = f"training: step {p.step}" + (f", loss {total:.3f}" if total is not None else "")
+        preview = None
+        if p.preview is not None:
+            from swap_engine.label import draw_label
+
+            ok, data = cv2.imencode(".jpg", cv2.cvtColor(draw_label(p.preview), cv2.COLOR_RGB2BGR))
+            preview = data.tobytes() if ok else None
+        ctx.call(ctx.store.report_progress(
+            ctx.job.id, ctx.worker_id, stage="train",
+            percent=stage_base + stage_span * min(1.0, p.elapsed_s / max(seconds, 1e-6)), message=message,
+            preview=preview,
+        ))  # fmt: skip
+        if checkpoint.exists() and checkpoint.stat().st_mtime > last_saved[0]:
+            last_saved[0] = checkpoint.stat().st_mtime
+            ctx.save_state({**state, "stage": "train", "train_step": p.step}, _pack_state(ctx, keep + ["train.ckpt"]))
+
+    plan = pipeline.TrainPlan(faces=faces, bank_path=bank_path, checkpoint=checkpoint, model=model,
+                              device=ctx.device, seconds=seconds, seed=int(ctx.job.payload.get("seed", 0)))
+    result = _train_with_oom_fallback(plan, on_progress, ctx.should_stop)
+    if result.stopped in ("cancelled", "signal"):
+        ctx.save_state({**state, "stage": "train", "train_step": result.step}, _pack_state(ctx, keep + ["train.ckpt"]))
+        ctx.check()
+    from swap_engine.model import load_bank
+
+    trained, _ = load_bank(bank_path)
+    try:
+        bank_to_storage(ctx, trained, version, identities, ctx.folder)
+    except BankConflict:
+        log.warning("job %d: another worker saved the bank meanwhile; keeping this job's result only", ctx.job.id)
+    state.update({"stage": "trained", "train_step": result.step})
+    ctx.save_state(state, _pack_state(ctx, keep + ["bank.pt"]))
+    return result
+
+
+def _train_with_oom_fallback(plan: pipeline.TrainPlan, on_progress: Callable[[Any], None],
+                             should_stop: Callable[[], bool]) -> Any:
+    try:
+        return pipeline.train_bank(plan, on_progress=on_progress, should_stop=should_stop)
+    except TrainingError:
+        raise
+    except RuntimeError as exc:  # a CUDA OOM the trainer could not absorb by halving its batch
+        if "out of memory" not in str(exc).lower():
+            raise
+        raise TrainingError(
+            "The GPU ran out of memory even with the smallest batch.",
+            hint="Close other programs using the GPU, or set FAMSWAP_MODEL=lite.",
+        ) from exc
+
+
+def run_swap(ctx: JobContext) -> Outcome:
+    """scan → (choose) → actor → train → convert, resuming after the last finished stage."""
+    from swap_engine.convert import ConvertOptions, convert_clip
+    from swap_engine.model import load_bank
+
+    job, payload = ctx.job, ctx.job.payload
+    (identity_id,) = job.identity_ids
+    identity: Identity = ctx.call(ctx.store.get_identity(job.guild_id, identity_id))
+    if job.input is None:
+        raise NoFaceFound("This swap has no clip attached.", hint="Send the clip again with /swap.")
+    state = _restore_state(ctx)
+    if state.get("stage"):
+        log.info("job %d: resuming after stage %s (step %s)", job.id, state["stage"], state.get("train_step", 0))
+    clip = ctx.call(ctx.store.decrypt_to(job.input, ctx.folder / f"clip{Path(payload.get('filename', 'x.mp4')).suffix or '.mp4'}"))
+    from swap_engine.video import probe
+
+    info = probe(clip, max_seconds=ctx.settings.max_clip_seconds, max_pixels=ctx.settings.max_clip_pixels)
+
+    scan_path = ctx.folder / "scan.npz"
+    if not scan_path.is_file():
+        from swap_engine.assets import landmarker_path
+
+        ctx.progress("scan", 0, "finding faces in the clip")
+        scan = pipeline.scan_video(
+            clip, landmarker_path(ctx.settings.models_path),
+            on_progress=lambda d, t, m: ctx.progress("scan", 15 * d / t, m),
+        )  # fmt: skip
+        pipeline.save_scan(scan, scan_path)
+        state["stage"] = "scan"
+        ctx.save_state(state, _pack_state(ctx, ["scan.npz"]))
+    scan = pipeline.load_scan(scan_path)
+
+    track = payload.get("track")
+    if track is None:
+        if len(scan.tracks) > 1 and scan.tracks[1].score >= COMPETING_TRACK_SHARE * scan.tracks[0].score:
+            sheet = pipeline.write_contact_sheet(clip, scan, ctx.folder / "tracks.jpg")
+            return Outcome(comparison=sheet, report={
+                "kind": "swap", "needs_choice": True, "tracks": len(scan.tracks),
+                "message": f"I found {len(scan.tracks)} faces in this clip. Which one should become "
+                           f"{identity.display_name}? Pick a number.",
+            })  # fmt: skip
+        track = 0
+    chosen = scan.track(int(track))
+
+    actor_path = ctx.folder / f"actor-t{track}.npz"
+    if not actor_path.is_file():
+        ctx.progress("actor", 16, f"collecting the actor's face ({len(chosen.faces)} frames)")
+        pipeline.extract_actor(clip, scan, int(track), actor_path)
+
+    person = identity.engine_id
+    if not (ctx.folder / "bank.pt").is_file() or state.get("stage") != "trained":
+        person_faces = _identity_faces(ctx, identity)
+        actor = f"actor-{job.id}"
+        _train(ctx, {person: person_faces, actor: actor_path}, {identity.id: identity.faceset_version},
+               state, ["scan.npz"], 20.0, 60.0)
+    ctx.check()
+    bank, _ = load_bank(ctx.folder / "bank.pt")
+    out = ctx.folder / "swap.mp4"
+    max_bytes = int(payload.get("max_bytes") or ctx.settings.output_max_bytes)
+    opts = ConvertOptions(identity=person, track=int(track), device=ctx.device, max_bytes=max_bytes)
+    report = convert_clip(
+        clip, bank, scan, out, opts,
+        on_progress=lambda d, t: ctx.progress("convert", 80 + 19 * d / max(t, 1), f"swapping frame {d} of {t}")
+        if d % 10 == 0 or d == t else ctx.check(),
+        comparison_path=ctx.folder / "compare.gif",
+    )  # fmt: skip
+    data = asdict(report)
+    data.update({"kind": "swap", "identity": identity.display_name, "track": int(track),
+                 "clip_seconds": info.duration, "train_step": state.get("train_step")})
+    return Outcome(video=out, comparison=Path(report.comparison) if report.comparison else None, report=data)
+
+
+def run_train(ctx: JobContext) -> Outcome:
+    """Fine-tune the bank for the job's identities (at least two faces sets are needed for a shared encoder)."""
+    identities = [ctx.call(ctx.store.get_identity(ctx.job.guild_id, i)) for i in ctx.job.identity_ids]
+    faces = {i.engine_id: _identity_faces(ctx, i) for i in identities}
+    state = _restore_state(ctx)
+    result = _train(ctx, faces, {i.id: i.faceset_version for i in identities}, state, [], 0.0, 100.0)
+    return Outcome(report={"kind": "train", "steps": result.step, "losses": result.losses})
+
+
+_HANDLERS: dict[JobKind, Callable[[JobContext], Outcome]] = {
+    JobKind.PREPARE: run_prepare,
+    JobKind.SWAP: run_swap,
+    JobKind.TRAIN: run_train,
+}
+
+
+# -----------------------------------------------------------------------------
+# the loop
+
+
+class Worker:
+    """Claims jobs one at a time (per slot) and runs them; see the module docstring."""
+
+    def __init__(self, settings: Settings, device: str | None = None, *, worker_id: str | None = None,
+                 heartbeat_s: float = HEARTBEAT_S, lease_s: float = LEASE_S) -> None:
+        self.settings = settings
+        self.device = pipeline.resolve_device(device or settings.device)
+        self.worker_id = worker_id or f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.heartbeat_s = heartbeat_s
+        self.lease_s = lease_s
+        self.stopping = threading.Event()
+        self.jobs_done = 0
+
+    def request_stop(self) -> None:
+        """Finish no new job; checkpoint the running one and hand it back (SIGTERM does this)."""
+        self.stopping.set()
+
+    async def run(self, *, concurrency: int = 1, once: bool = False) -> int:
+        async with open_storage(self.settings) as store:
+            log.info("worker %s ready on %s", self.worker_id, self.device)
+            await asyncio.gather(*(self._slot(store, once) for _ in range(max(1, concurrency))))
+        return 0
+
+    async def _slot(self, store: Storage, once: bool) -> None:
+        while not self.stopping.is_set():
+            job = await store.wait_for_job(self.worker_id, lease_seconds=self.lease_s, timeout=0.5 if once else 1.0)
+            if job is None:
+                if once:
+                    return
+                continue
+            await self.run_job(store, job)
+
+    async def run_job(self, store: Storage, job: Job) -> None:
+        loop = asyncio.get_running_loop()
+        ctx = JobContext(store, job, self.worker_id, store.job_dir(job.id), loop, self.device, self.settings)
+        ctx.shutting_down = self.stopping
+        log.info("job %d (%s) started on %s, attempt %d", job.id, job.kind.value, self.device, job.attempts)
+        beat = asyncio.create_task(self._heartbeat(ctx))
+        started = time.monotonic()
+        keep_folder = False
+        try:
+            outcome = await asyncio.to_thread(_HANDLERS[job.kind], ctx)
+            ctx.check()
+            await store.complete(job.id, self.worker_id, video=outcome.video, comparison=outcome.comparison,
+                                 report=outcome.report)
+            log.info("job %d finished in %.0f s", job.id, time.monotonic() - started)
+            self.jobs_done += 1
+        except JobCancelled as exc:
+            if isinstance(exc, LeaseLost):
+                log.warning("job %d: %s", job.id, exc.message)
+            else:
+                log.info("job %d cancelled", job.id)
+                await _quietly(store.finish_cancelled(job.id, self.worker_id))
+        except _Interrupted:
+            # The resume point is saved; the job is re-claimed when its lease runs out (by this host's next worker).
+            log.info("job %d interrupted by shutdown; it will resume from its checkpoint", job.id)
+            keep_folder = True
+        except FamswapError as exc:
+            log.info("job %d failed: %s", job.id, exc.user_text())
+            await _quietly(store.fail(job.id, self.worker_id, exc.user_text(), retry=False))
+        except Exception:
+            log.exception("job %d crashed", job.id)
+            await _quietly(store.fail(
+                job.id, self.worker_id, "Something went wrong on our side while making this; it will be retried.",
+                retry=True,
+            ))  # fmt: skip
+        finally:
+            beat.cancel()
+            if not keep_folder:
+                store.remove_job_dir(job.id)
+            _free_device(self.device)
+
+    async def _heartbeat(self, ctx: JobContext) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            try:
+                beat = await ctx.store.heartbeat(ctx.job.id, self.worker_id, lease_seconds=self.lease_s)
+            except LeaseLost:
+                ctx.cancelled.set()
+                return
+            except Exception:  # noqa: BLE001 - a missed beat is retried; the lease has slack
+                log.warning("job %d: heartbeat failed; retrying", ctx.job.id, exc_info=True)
+                continue
+            if beat.cancel_requested:
+                ctx.cancelled.set()
+
+
+async def _quietly(coro: Coroutine[Any, Any, Any]) -> None:
+    try:
+        await coro
+    except Exception:  # noqa: BLE001 - the lease may be gone already; the queue re-queues on expiry
+        log.warning("could not record the job's end", exc_info=True)
+
+
+def _free_device(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+def run_worker(settings: Settings, *, device: str | None = None, concurrency: int = 1, once: bool = False) -> int:
+    """`famswap worker`: run until SIGTERM/Ctrl-C (or, with ``once``, until the queue is empty)."""
+    worker = Worker(settings, device)
+
+    def stop(*_: object) -> None:
+        log.info("stopping: checkpointing the running job")
+        worker.request_stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    return asyncio.run(worker.run(concurrency=concurrency, once=once))
+
+
+# -----------------------------------------------------------------------------
+# the command line's enroll goes through the same storage and worker
+
+
+@dataclass
+class EnrollOutcome:
+    lines: list[str]
+    summary: str
+    kept: int
+
+
+async def enroll_local(settings: Settings, guild_id: int, user_id: int, name: str, paths: list[Path]) -> EnrollOutcome:
+    """Store the inputs for ``name`` (created if new), run the prepare job here, and report per input."""
+    from famswap.errors import NotFound
+    from swap_engine.media import sniff_kind
+
+    files = [f for p in paths for f in ([p] if not p.is_dir() else sorted(x for x in p.rglob("*") if x.is_file()))]
+    lines: list[str] = []
+    usable: list[tuple[Path, UploadKind]] = []
+    for f in files:
+        if not f.is_file():
+            lines.append(f"{f}: rejected — no such file")
+            continue
+        kind = sniff_kind(f)
+        if kind is None:
+            lines.append(f"{f.name}: rejected — not a photo or video famswap can read")
+        elif f.stat().st_size > settings.max_upload_bytes:
+            lines.append(f"{f.name}: rejected — larger than {settings.max_upload_mb:g} MB")
+        else:
+            usable.append((f, UploadKind.IMAGE if kind == "image" else UploadKind.VIDEO))
+    if not usable:
+        return EnrollOutcome(lines, f"Nothing enrolled: no usable photo or video for {name}.", 0)
+    async with open_storage(settings) as store:
+        created = False
+        try:
+            identity = await store.find_identity(guild_id, user_id, name)
+        except NotFound:
+            identity = await store.create_identity(guild_id, user_id, name)
+            created = True
+        for f, kind in usable:
+            await store.add_upload(guild_id, identity.id, user_id, f, kind=kind, filename=f.name)
+        job = await store.enqueue(guild_id, user_id, JobKind.PREPARE, {}, identity_ids=[identity.id],
+                                  enforce_quota=False, max_attempts=1)
+        worker = Worker(settings, "cpu", worker_id=f"cli-{os.getpid()}")
+        claimed = await store.claim(worker.worker_id, kinds=[JobKind.PREPARE])
+        while claimed is not None and claimed.id != job.id:  # run anything queued before it too
+            await worker.run_job(store, claimed)
+            claimed = await store.claim(worker.worker_id, kinds=[JobKind.PREPARE])
+        if claimed is not None:
+            await worker.run_job(store, claimed)
+        done = await store.get_job(job.id)
+        if done.status.value != "succeeded":
+            if created:
+                await store.forget_identity(guild_id, identity.id, user_id)
+            return EnrollOutcome(lines + [f"{f.name}: rejected" for f, _ in usable],
+                                 f"Nothing enrolled: {done.error or 'no usable face found'}", 0)
+        result = await store.get_result(guild_id, job.id, user_id)
+    report = result.report
+    return EnrollOutcome(lines + list(report.get("lines", [])), f"{name}: {report.get('summary', '')}",
+                         int(report.get("faces", 0)))
+
