@@ -4,8 +4,9 @@
 - ``face_loss(pred, target, weight)``: ``ssim_weight * DSSIM + l1_weight * L1``, averaged with a per-pixel weight
   ``(B, 1, H, W)`` (the face mask times the eye/mouth emphasis, with a little weight left on the background).
 - ``mask_loss(pred_mask, mask)``: mean squared error of a learned mask against the landmark hull mask.
-- ``face_hull_mask(points, size)`` / ``region_weights(points, size)``: ``(size, size)`` float32 maps from the 478
-  mediapipe landmarks in crop pixel coordinates (numpy in, numpy out; OpenCV imported when called).
+- ``region_weights(points, size)``: ``(size, size)`` float32 eye/mouth emphasis from the 478 mediapipe landmarks
+  in crop pixel coordinates (numpy in, numpy out; OpenCV imported when called). The face mask itself is
+  ``align.face_mask``, the same one blending uses.
 """
 
 from __future__ import annotations
@@ -16,20 +17,10 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from swap_engine.landmarks import LEFT_BROW, LEFT_EYE, LIPS_OUTER, RIGHT_BROW, RIGHT_EYE
+
 if TYPE_CHECKING:
     import numpy as np
-
-# mediapipe face-mesh contours (indices into the 478 points).
-RIGHT_EYE = (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246)
-LEFT_EYE = (362, 382, 381, 380, 374, 373, 390, 249, 263, 466, 388, 387, 386, 385, 384, 398)
-RIGHT_BROW = (46, 53, 52, 65, 55, 70, 63, 105, 66, 107)
-LEFT_BROW = (276, 283, 282, 295, 285, 300, 293, 334, 296, 336)
-LIPS_OUTER = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185)
-FACE_OVAL = (
-    10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
-    152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109,
-)  # fmt: skip
-
 
 # -----------------------------------------------------------------------------
 # per-pixel losses (torch)
@@ -97,20 +88,6 @@ def pixel_weight(mask: torch.Tensor, emphasis: torch.Tensor, background: float =
 # landmark maps (numpy + OpenCV)
 
 
-def face_hull_mask(points: np.ndarray, size: int, *, feather: float = 0.02) -> np.ndarray:
-    """``(size, size)`` float32 in [0, 1]: the convex hull of the landmarks, edges feathered by ``feather * size``."""
-    import cv2
-    import numpy as np
-
-    mask = np.zeros((size, size), np.float32)
-    hull = cv2.convexHull(np.round(points).astype(np.int32))
-    cv2.fillConvexPoly(mask, hull, 1.0, lineType=cv2.LINE_AA)
-    sigma = feather * size
-    if sigma > 0:
-        mask = cv2.GaussianBlur(mask, (0, 0), sigma)
-    return np.clip(mask, 0.0, 1.0)
-
-
 def region_weights(
     points: np.ndarray, size: int, *, eyes: float = 3.0, mouth: float = 2.0, grow: float = 0.03
 ) -> np.ndarray:
@@ -144,10 +121,5 @@ __all__ = [
     "face_loss",
     "mask_loss",
     "pixel_weight",
-    "face_hull_mask",
     "region_weights",
-    "RIGHT_EYE",
-    "LEFT_EYE",
-    "LIPS_OUTER",
-    "FACE_OVAL",
 ]

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from famswap.errors import TrainingError
 from swap_engine.augment import AugmentConfig, augment_batch
-from swap_engine.losses import face_hull_mask, face_loss, mask_loss, pixel_weight, region_weights
+from swap_engine.losses import face_loss, mask_loss, pixel_weight, region_weights
 from swap_engine.model import FaceBank, load_bank, save_bank
 
 CHECKPOINT_FORMAT = "famswap-train/1"
@@ -78,8 +78,14 @@ class TrainSet:
 def make_trainset(
     crops: np.ndarray, points: np.ndarray, size: int, *, eyes: float = 3.0, mouth: float = 2.0
 ) -> TrainSet:
-    """Resize aligned crops ``(N, H, H, 3)`` uint8 to ``size`` and build the masks and weights from ``points``."""
+    """Resize aligned crops ``(N, H, H, 3)`` uint8 to ``size`` and build the masks and weights from ``points``.
+
+    The mask is ``align.face_mask`` (face oval and brows, raised over the forehead): what the learned mask is
+    trained towards and what blending uses without one.
+    """
     import cv2
+
+    from swap_engine.align import face_mask
 
     crops = np.asarray(crops)
     points = np.asarray(points, np.float32)
@@ -93,7 +99,7 @@ def make_trainset(
         np.stack([cv2.resize(c, (size, size), interpolation=interp) for c in crops]) if scale != 1 else crops
     )
     pts = points * scale
-    masks = np.stack([face_hull_mask(p, size) for p in pts])
+    masks = np.stack([face_mask(p, size) for p in pts])
     weights = np.stack([region_weights(p, size, eyes=eyes, mouth=mouth) for p in pts])
     return TrainSet(np.ascontiguousarray(out), masks, weights)
 

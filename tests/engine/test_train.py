@@ -13,16 +13,8 @@ import torch
 
 from famswap.errors import TrainingError
 from swap_engine.augment import NO_AUGMENT, AugmentConfig, augment_batch
-from swap_engine.losses import (
-    FACE_OVAL,
-    LEFT_BROW,
-    LEFT_EYE,
-    LIPS_OUTER,
-    RIGHT_BROW,
-    RIGHT_EYE,
-    face_loss,
-    ssim_map,
-)
+from swap_engine.landmarks import FACE_OVAL, LEFT_BROW, LEFT_EYE, LIPS_OUTER, RIGHT_BROW, RIGHT_EYE
+from swap_engine.losses import face_loss, ssim_map
 from swap_engine.model import FaceBank, ModelConfig, load_bank, model_config
 from swap_engine.train import Progress, TrainConfig, Trainer, make_trainset, swap_faces
 
