@@ -1003,6 +1003,7 @@ _LADDER = (1080, 720, 540, 480, 360, 270, 240)
 _MIN_BITS_PER_PIXEL = 0.045  # below this, veryfast H.264 of camera footage turns to mush; shrink instead
 _MIN_VIDEO_BPS = 40_000
 _MIN_AUDIO_BPS = 32_000
+_FROM_INFO = "<from info>"
 
 
 @dataclass(frozen=True)
@@ -1035,15 +1036,18 @@ def plan_fit(
     max_bytes: int,
     *,
     duration: float | None = None,
-    audio_codec: str | None = None,
+    audio_codec: str | None = _FROM_INFO,
     audio_bit_rate: int | None = None,
     scale: float = 1.0,
 ) -> FitPlan:
     """Choose size and bitrates so ``duration`` seconds of ``info``'s video fit ``max_bytes`` (pure).
 
-    Reserves 4% plus a per-frame estimate for the MP4 container. ``scale`` (<1 on retries) shrinks the video
-    budget. Raises ``EncodeError`` when not even the smallest picture fits beside the audio.
+    The audio is ``info``'s unless ``audio_codec`` (None: no audio) and ``audio_bit_rate`` are given. Reserves 4%
+    plus a per-frame estimate for the MP4 container. ``scale`` (<1 on retries) shrinks the video budget. Raises
+    ``EncodeError`` when not even the smallest picture fits beside the audio.
     """
+    if audio_codec == _FROM_INFO:
+        audio_codec, audio_bit_rate = info.audio_codec, info.audio_bit_rate
     seconds = max(duration if duration is not None else info.duration, 1.0 / float(info.fps))
     frames = seconds * float(info.fps)
     overhead = 4096 + frames * 16 + seconds * 400  # moov sample tables, audio packet headers

@@ -212,6 +212,7 @@ def test_plan_fit_downscales_and_lowers_audio_on_a_tight_budget() -> None:
 def test_plan_fit_copies_low_bitrate_aac_and_handles_portrait_and_silence() -> None:
     plan = video.plan_fit(_info(720, 1280), 5_000_000, audio_codec="aac", audio_bit_rate=48_000)
     assert plan.copy_audio and plan.audio_bitrate is not None and plan.audio_bitrate >= 48_000
+    assert video.plan_fit(_info(), 5_000_000).audio_bitrate is not None  # the clip's own audio by default
     silent = video.plan_fit(_info(720, 1280), 600_000, audio_codec=None)
     assert silent.audio_bitrate is None and silent.width < silent.height and silent.width < 720
     assert video.plan_fit(_info(), 2_000_000, audio_codec=None, scale=0.5).video_bitrate < (
