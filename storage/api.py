@@ -738,6 +738,14 @@ class Storage:
         kind = JobKind(kind)
         body = dict(payload or {})
         json.dumps(body)  # fail here, not inside the transaction, if the payload is not JSON
+        if enforce_quota and input is not None:
+            # Refuse before encrypting a large clip for nothing (checked again, atomically, below).
+            async with self.db.read() as tx:
+                row = await tx.one(Q.GET_GUILD, (guild_id,))
+                guild = GuildSettings.from_json(None if row is None else row["settings"])
+                await queue.check_quotas(
+                    tx, guild_id, owner_id, queue.effective_limits(self._queue_limits, guild), self.clock()
+                )
         async with self._staging(input) as (staged,):
             now = self.clock()
             async with self.db.write() as tx:

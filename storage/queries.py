@@ -223,16 +223,23 @@ WHERE status = 'running' AND lease_expires_at < :now
 RETURNING id, status
 """
 # The fair pick: priority first; then the guild, then the user, with the fewest running jobs and served longest
-# ago; then the oldest job. One statement inside BEGIN IMMEDIATE, so two workers can never take the same row.
+# ago; then the oldest job. Within one (priority, guild, owner) group only the oldest job can win, so the ordering
+# looks at one head per group instead of the whole queue. One statement inside BEGIN IMMEDIATE, so two workers can
+# never take the same row.
 CLAIM_NEXT = """
+WITH heads AS (
+    SELECT min(id) AS id FROM jobs
+    WHERE status = 'queued' AND run_after <= :now
+      AND (:kinds IS NULL OR kind IN (SELECT value FROM json_each(:kinds)))
+    GROUP BY priority, guild_id, owner_id
+)
 UPDATE jobs SET status = 'running', worker_id = :worker, attempts = attempts + 1,
     lease_expires_at = :now + :lease, heartbeat_at = :now, started_at = coalesce(started_at, :now)
 WHERE status = 'queued' AND id = (
-    SELECT j.id FROM jobs j
+    SELECT j.id FROM heads h
+    JOIN jobs j ON j.id = h.id
     JOIN guilds g ON g.id = j.guild_id
     JOIN users u ON u.id = j.owner_id
-    WHERE j.status = 'queued' AND j.run_after <= :now
-      AND (:kinds IS NULL OR j.kind IN (SELECT value FROM json_each(:kinds)))
     ORDER BY j.priority DESC,
         (SELECT count(*) FROM jobs r WHERE r.guild_id = j.guild_id AND r.status = 'running'),
         g.last_served,

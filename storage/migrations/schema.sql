@@ -143,8 +143,9 @@ CREATE TABLE jobs (
     finished_at       REAL,
     update_seq        INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX jobs_claimable ON jobs (status, priority DESC, run_after);
-CREATE INDEX jobs_by_owner ON jobs (owner_id, guild_id, status);
+-- Covers the claim's "oldest queued job per (priority, guild, owner)" scan without touching the table.
+CREATE INDEX jobs_queue_heads ON jobs (status, priority, guild_id, owner_id, id, run_after, kind);
+CREATE INDEX jobs_by_owner ON jobs (owner_id, status, guild_id);
 CREATE INDEX jobs_by_guild ON jobs (guild_id, status);
 CREATE INDEX jobs_by_update ON jobs (update_seq);
 CREATE INDEX jobs_by_lease ON jobs (status, lease_expires_at);

@@ -156,3 +156,16 @@ def work_until_cancelled(home: str, key: str, worker_id: str, ready_path: str) -
             await store.finish_cancelled(job.id, worker_id)
 
     asyncio.run(main())
+
+
+def open_and_report(home: str, key: str, go_path: str, out_path: str) -> None:
+    """Open the storage (first start: creates the database and the key) and write the key id it ended up with."""
+
+    async def main() -> None:
+        from storage import open_storage
+
+        _wait_for(go_path)
+        async with open_storage(_settings(home, key), synchronous="NORMAL") as store:
+            Path(out_path).write_text(store.files.keys.key_id.hex())
+
+    asyncio.run(main())

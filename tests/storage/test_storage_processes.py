@@ -110,3 +110,23 @@ async def test_cancel_reaches_a_worker_process_within_seconds(settings: Settings
         assert worker.exitcode == 0
         assert time.monotonic() - asked_at < 3
         assert (await store.get_job(job.id)).status is JobStatus.CANCELLED
+
+
+async def test_processes_starting_together_share_one_schema_and_one_key(
+    settings: Settings, tmp_path: Path
+) -> None:
+    go = tmp_path / "go"
+    outs = [tmp_path / f"key-{n}" for n in range(3)]
+    procs = [
+        _start(kit.open_and_report, str(settings.home), str(settings.key_path), str(go), str(out))
+        for out in outs
+    ]
+    time.sleep(0.3)
+    go.touch()
+    for process in procs:
+        process.join(60)
+        assert process.exitcode == 0
+    assert len({out.read_text() for out in outs}) == 1
+    async with open_storage(settings) as store:
+        assert store.files.keys.key_id.hex() == outs[0].read_text()
+        assert await store.db.scalar("SELECT count(*) FROM counters") == 2
