@@ -533,7 +533,7 @@ class FakeDiscord:
 
     def reject_next_upload(self, *, times: int = 1) -> None:
         """The next message create with files answers 413 / 40005 whatever its size."""
-        self.fail_next("POST", r"^/channels/\d+/messages$#files", 413, {"message": "Request entity too large", "code": 40005}, times=times)
+        self.fail_next("POST", r"^/channels/\d+/messages#files$", 413, {"message": "Request entity too large", "code": 40005}, times=times)
 
     def age_message(self, message: FakeMessage) -> None:
         """Make ``message`` older than an hour: its edits now answer 30046, as Discord does for old messages."""
