@@ -321,8 +321,16 @@ def _factory(detector: Path | DetectorFactory, min_confidence: float) -> Detecto
     model = Path(detector)
 
     def make(video: bool) -> LandmarkDetector:
-        # Two faces are enough to notice (and report) a second person; the largest is the one kept.
-        return LandmarkDetector(model, max_faces=2, video=video, min_confidence=min_confidence)
+        # Two faces are enough to notice (and report) a second person; the largest is the one kept. Tiles help
+        # photos (a big picture with a small face) but not selfie videos, where they would only slow down the
+        # frames without a face.
+        return LandmarkDetector(
+            model,
+            max_faces=2,
+            video=video,
+            min_confidence=min_confidence,
+            tiles="never" if video else "empty",
+        )
 
     return make
 
@@ -386,14 +394,17 @@ def _video_candidates(
 
     try:
         info = video.probe(path, max_seconds=max_seconds, max_pixels=max_pixels)
-        step = max(1, math.ceil(info.frame_count / max(max_frames, 1)))
-        found: list[_Candidate] = []
-        faceless = 0
-        others = 0
-        for index, frame in _every(video.read_frames(path, info=info), step, max_frames):
+        frames = video.read_frames(path, info=info)
+    except MediaError as exc:
+        report.rejected.append(Rejection(path.name, None, UNREADABLE, exc.user_text()))
+        return []
+    step = max(1, math.ceil(info.frame_count / max(max_frames, 1)))
+    found: list[_Candidate] = []
+    others = 0
+    try:
+        for index, frame in _every(frames, step, max_frames):
             faces = detector.detect(frame, round(index * 1000 / float(info.fps)))
             if not faces:
-                faceless += 1
                 report.rejected.append(Rejection(path.name, index, NO_FACE, f"No face in frame {index}."))
                 continue
             others += len(faces) > 1
@@ -401,8 +412,8 @@ def _video_candidates(
             if on_progress and len(found) % 20 == 0:
                 on_progress(min(index / max(info.frame_count, 1), 1.0), f"{len(found)} faces")
     except MediaError as exc:
+        # Damaged part-way: keep the faces from the frames that decoded, and say what happened.
         report.rejected.append(Rejection(path.name, None, UNREADABLE, exc.user_text()))
-        return []
     if others:
         report.notes.append(
             f"Another face appears in {others} sampled frames of {path.name}: used the largest."

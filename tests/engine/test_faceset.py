@@ -116,26 +116,20 @@ def test_bad_inputs_are_rejections_with_reasons(
     (bad / "empty.png").write_bytes(b"")
     cut = (photos / "obama.jpg").read_bytes()
     (bad / "cut.jpg").write_bytes(cut[: len(cut) // 4])
+    movie = (clips / "tiny_man_noaudio.mp4").read_bytes()
+    (bad / "cut.mp4").write_bytes(movie[: len(movie) // 2])
     big = photos / "biden.jpg"  # 970 x 2204 px: over the 1.5 megapixel limit set below
     grey = _write_clip(bad / "grey.mp4", [np.full((64, 64, 3), 120, np.uint8)] * 5)
     sound = _audio_only(bad / "sound.m4a")
     twice = bad / "obama_again.jpg"
     shutil.copyfile(photos / "obama.jpg", twice)
-    inputs = [
-        photos / "obama.jpg",
-        bad / "notes.jpg",
-        bad / "empty.png",
-        bad / "cut.jpg",
-        big,
-        grey,
-        sound,
-        twice,
-    ]
+    inputs = [photos / "obama.jpg"] + [bad / n for n in ("notes.jpg", "empty.png", "cut.jpg", "cut.mp4")]
+    inputs += [big, grey, sound, twice]
     report = build_faceset(inputs, tmp_path / "set", landmarker_model, max_image_pixels=1_500_000)
     assert [r.source for r in report.kept] == ["obama.jpg"]
     reasons = {(r.source, r.reason) for r in report.rejected}
     assert {
-        (n, UNREADABLE) for n in ("notes.jpg", "empty.png", "cut.jpg", "biden.jpg", "sound.m4a")
+        (n, UNREADABLE) for n in ("notes.jpg", "empty.png", "cut.jpg", "cut.mp4", "biden.jpg", "sound.m4a")
     } <= reasons
     assert ("grey.mp4", NO_FACE) in reasons and ("obama_again.jpg", DUPLICATE) in reasons
     details = {r.source: r.detail for r in report.rejected if r.frame is None}
@@ -147,7 +141,7 @@ def test_bad_inputs_are_rejections_with_reasons(
         build_faceset(inputs[1:-1], tmp_path / "none", landmarker_model, max_image_pixels=1_500_000)
     text = info.value.user_text()
     print(text)
-    for name in ("notes.jpg", "empty.png", "cut.jpg", "biden.jpg", "grey.mp4", "sound.m4a"):
+    for name in ("notes.jpg", "empty.png", "cut.jpg", "cut.mp4", "biden.jpg", "grey.mp4", "sound.m4a"):
         assert name in text
     assert not (tmp_path / "none").exists()
 
@@ -166,14 +160,17 @@ def test_out_dir_must_be_fresh(photos: Path, landmarker_model: Path, tmp_path: P
 def selfie_6s(clips: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from swap_engine.video import read_frames
 
-    frames = list(itertools.islice(read_frames(clips / "selfie_woman_expressive.mp4", max_frames=180), 180))
-    return _write_clip(tmp_path_factory.mktemp("clip") / "selfie_6s.mp4", frames)
+    # The first 6 s, every other frame, as a 15 fps clip: the same faces at half the encoding and decoding.
+    frames = list(
+        itertools.islice(read_frames(clips / "selfie_woman_expressive.mp4", max_frames=180), 0, 180, 2)
+    )
+    return _write_clip(tmp_path_factory.mktemp("clip") / "selfie_6s.mp4", frames, fps=15)
 
 
 def test_selfie_video_keeps_a_diverse_subset(selfie_6s: Path, landmarker_model: Path, tmp_path: Path) -> None:
     progress: list[float] = []
     report = build_faceset(
-        [selfie_6s], tmp_path / "set", landmarker_model, max_video_frames=90,
+        [selfie_6s], tmp_path / "set", landmarker_model, max_video_frames=45,
         on_progress=lambda fraction, what: progress.append(fraction),
     )  # fmt: skip
     sampled = len(report.kept) + len(report.rejected)
@@ -187,8 +184,8 @@ def test_selfie_video_keeps_a_diverse_subset(selfie_6s: Path, landmarker_model: 
         f"(sd {yaw.std():.1f}), pitch {pitch.min():.1f}..{pitch.max():.1f} (sd {pitch.std():.1f}), "
         f"jawOpen {jaw.min():.2f}..{jaw.max():.2f}\n{report.summary()}"
     )
-    assert sampled == 90
-    assert 10 <= len(report.kept) < 60 and similar > 20
+    assert sampled == 45
+    assert 10 <= len(report.kept) < 40 and similar >= 10
     assert jaw.max() - jaw.min() > 0.3  # open and closed mouths both kept
     frames = [r.frame for r in report.kept]
     assert frames == sorted(frames) and len(set(frames)) == len(frames)
