@@ -144,9 +144,10 @@ def warp_crop(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
             width = max(1, round((x1 - x0) * factor))
             height = max(1, round((y1 - y0) * factor))
             small = cv2.resize(region, (width, height), interpolation=cv2.INTER_AREA)
-            # frame → small region: shift by the region's corner, then scale by what resize really did.
-            to_small = np.array([[width / (x1 - x0), 0, 0], [0, height / (y1 - y0), 0]])
-            to_small[:, 2] = -to_small[:, :2] @ np.array([x0, y0], np.float64)
+            # frame → small region: shift by the region's corner, scale by what resize really did, with pixel
+            # centres kept aligned as resize aligns them ((x + 0.5) * f - 0.5).
+            fx, fy = width / (x1 - x0), height / (y1 - y0)
+            to_small = np.array([[fx, 0, 0.5 * (fx - 1) - fx * x0], [0, fy, 0.5 * (fy - 1) - fy * y0]])
             matrix = _compose(matrix, invert(to_small))
             image = small
     return cv2.warpAffine(

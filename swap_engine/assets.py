@@ -118,6 +118,7 @@ def _download(url: str, path: Path, *, progress: bool) -> None:
                 f"The face model downloaded from {url} has the wrong SHA-256 ({digest[:12]}…); it was discarded.",
                 hint="Try again later. " + _env_hint(folder),
             )
+        os.chmod(temp, 0o644)  # mkstemp makes it owner-only; a model file is not a secret
         os.replace(temp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):

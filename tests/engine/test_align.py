@@ -166,3 +166,22 @@ def test_warp_crop_does_not_alias_when_shrinking() -> None:
     plain = cv2.warpAffine(stripes, matrix, (200, 200), flags=cv2.INTER_LINEAR)
     assert abs(float(crop.mean()) - 127.5) < 6
     assert crop.std() < 10 < plain.std()
+
+
+def test_warp_crop_shrinking_keeps_the_geometry() -> None:
+    # A soft blob off-centre: the pre-shrunk path must put it exactly where a plain warp does.
+    yy, xx = np.mgrid[0:1500, 0:1500]
+    blob = (255 * np.exp(-((xx - 900.0) ** 2 + (yy - 500.0) ** 2) / (2 * 60.0**2))).astype(np.uint8)
+    image = np.ascontiguousarray(np.stack([blob] * 3, axis=-1))
+    matrix = _similarity(0.15, -30.0, 40.0, 120.0)
+    fast = align.warp_crop(image, matrix, 256)[..., 0].astype(np.float64)
+    plain = cv2.warpAffine(image, matrix, (256, 256), flags=cv2.INTER_LINEAR)[..., 0].astype(np.float64)
+
+    def centroid(a: np.ndarray) -> np.ndarray:
+        ys, xs = np.mgrid[0 : a.shape[0], 0 : a.shape[1]]
+        return np.array([(xs * a).sum(), (ys * a).sum()]) / a.sum()
+
+    np.testing.assert_allclose(centroid(fast), centroid(plain), atol=0.3)
+    np.testing.assert_allclose(
+        centroid(fast), align.transform_points(np.array([[900.0, 500.0]]), matrix)[0], atol=0.3
+    )
