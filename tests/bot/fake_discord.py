@@ -494,9 +494,11 @@ class FakeDiscord:
         self.channels[channel.id] = channel
         return channel
 
-    def add_role(self, guild: FakeGuild, name: str, permissions: int = 0) -> FakeRole:
+    async def add_role(self, guild: FakeGuild, name: str, permissions: int = 0) -> FakeRole:
+        """A new role; a connected bot hears of it (GUILD_ROLE_CREATE), as it would from Discord."""
         role = FakeRole(self.mint(), name, permissions, position=len(guild.roles))
         guild.roles.append(role)
+        await self.dispatch("GUILD_ROLE_CREATE", {"guild_id": str(guild.id), "role": role.payload()})
         return role
 
     def add_member(self, guild: FakeGuild, user: FakeUser, *, roles: Iterable[FakeRole] = (), admin: bool = False) -> None:
@@ -517,6 +519,18 @@ class FakeDiscord:
         data = self._message_data(channel, user, {"content": content})
         data["attachments"] = [{**a.payload(), "ephemeral": False} for a in attachments]
         return self._store(FakeMessage(data, channel, fake=self))
+
+    async def remove_bot_from(self, guild: FakeGuild) -> None:
+        """The bot is kicked from ``guild`` (GUILD_DELETE without ``unavailable``)."""
+        self.guilds.pop(guild.id, None)
+        await self.dispatch("GUILD_DELETE", {"id": str(guild.id)})
+
+    async def add_bot_to(self, guild: FakeGuild) -> None:
+        """The bot is invited (back) into ``guild``."""
+        self.guilds[guild.id] = guild
+        payload = guild.payload()
+        del payload["unavailable"]  # absent when joining; false only when a known guild comes back
+        await self.dispatch("GUILD_CREATE", payload)
 
     # --- failure injection --------------------------------------------------------------------------------------
 
@@ -677,8 +691,8 @@ class FakeDiscord:
 
     def _options(self, defs: list[dict[str, Any]], values: dict[str, Any], resolved: dict[str, dict[str, Any]], guild: FakeGuild, focused: str | None) -> list[dict[str, Any]]:
         by_name = {d["name"]: d for d in defs}
-        for d in defs:
-            if d.get("required") and values.get(d["name"]) is None and d["name"] != focused:
+        for d in defs:  # autocomplete comes while the user is still typing: other options may be missing
+            if focused is None and d.get("required") and values.get(d["name"]) is None:
                 raise AssertionError(f"option {d['name']!r} is required")
         out = []
         for name, value in values.items():
