@@ -1100,6 +1100,22 @@ class Storage:
         await self._finish_deletions(marked)
         return done
 
+    async def release(self, job_id: int, worker_id: str) -> Job:
+        """Hand a running job back to the queue now (the worker is shutting down after saving a checkpoint);
+        the attempt is not counted. A job whose cancel was requested is cancelled instead."""
+        async with self._held(job_id, worker_id) as tx:
+            now = self.clock()
+            job = await queue.held_job(tx, job_id, worker_id)
+            marked: list[str] = []
+            if job.cancel_requested:
+                marked = await queue.finish(tx, job.id, JobStatus.CANCELLED, now, "Cancelled.")
+            else:
+                await tx.run(Q.RELEASE_JOB, {"id": job.id, "now": now})
+            done = await queue.get_job(tx, job.id)
+        self._progress_marks.pop(job_id, None)
+        await self._finish_deletions(marked)
+        return done
+
     async def finish_cancelled(self, job_id: int, worker_id: str) -> Job:
         """The worker stopped a job after seeing ``cancel_requested``."""
         async with self._held(job_id, worker_id) as tx:

@@ -295,6 +295,12 @@ RETRY_JOB = """
 UPDATE jobs SET status = 'queued', error = :error, run_after = :run_after, worker_id = NULL, lease_expires_at = NULL
 WHERE id = :id
 """
+# A worker shutting down hands its job back at once; the attempt it used is not counted against the job.
+RELEASE_JOB = """
+UPDATE jobs SET status = 'queued', attempts = max(attempts - 1, 0), run_after = :now, worker_id = NULL,
+    lease_expires_at = NULL
+WHERE id = :id
+"""
 REQUEST_CANCEL = "UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND status = 'running'"
 JOB_FILES = """
 SELECT input_digest, checkpoint_digest, preview_digest FROM jobs WHERE id IN (SELECT value FROM json_each(?))

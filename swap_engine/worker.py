@@ -516,7 +516,6 @@ class Worker:
         log.info("job %d (%s) started on %s, attempt %d", job.id, job.kind.value, self.device, job.attempts)
         beat = asyncio.create_task(self._heartbeat(ctx))
         started = time.monotonic()
-        keep_folder = False
         try:
             outcome = await asyncio.to_thread(_HANDLERS[job.kind], ctx)
             ctx.check()
@@ -531,9 +530,9 @@ class Worker:
                 log.info("job %d cancelled", job.id)
                 await _quietly(store.finish_cancelled(job.id, self.worker_id))
         except _Interrupted:
-            # The resume point is saved; the job is re-claimed when its lease runs out (by this host's next worker).
+            # The resume point is saved in storage: hand the job back so the next worker continues from it.
             log.info("job %d interrupted by shutdown; it will resume from its checkpoint", job.id)
-            keep_folder = True
+            await _quietly(store.release(job.id, self.worker_id))
         except FamswapError as exc:
             log.info("job %d failed: %s", job.id, exc.user_text())
             await _quietly(store.fail(job.id, self.worker_id, exc.user_text(), retry=False))
@@ -545,8 +544,7 @@ class Worker:
             ))  # fmt: skip
         finally:
             beat.cancel()
-            if not keep_folder:
-                store.remove_job_dir(job.id)
+            store.remove_job_dir(job.id)
             _free_device(self.device)
 
     async def _heartbeat(self, ctx: JobContext) -> None:

@@ -198,3 +198,20 @@ async def test_list_jobs_and_guild_scoping(store: Storage) -> None:
     assert len(await store.list_jobs(1)) == 2
     with pytest.raises(Exception, match="no job"):
         await store.get_job(mine.id, guild_id=2)
+
+
+async def test_release_hands_the_job_back_without_counting_the_attempt(tmp_path: Path) -> None:
+    from famswap.config import Settings
+    from storage import JobKind, JobStatus, open_storage
+
+    settings = Settings.load(
+        {"FAMSWAP_HOME": str(tmp_path / "home"), "FAMSWAP_KEY_FILE": str(tmp_path / "key")}, env_file=tmp_path / "x"
+    )
+    async with open_storage(settings) as store:
+        job = await store.enqueue(1, 10, JobKind.PREPARE, {})
+        claimed = await store.claim("w1")
+        assert claimed is not None and claimed.id == job.id and claimed.attempts == 1
+        released = await store.release(job.id, "w1")
+        assert released.status is JobStatus.QUEUED and released.attempts == 0 and released.worker_id is None
+        again = await store.claim("w2")
+        assert again is not None and again.id == job.id and again.attempts == 1
