@@ -147,7 +147,7 @@ class FrameSwapper:
 
     def _composite(self, p: _Pending, face: np.ndarray, learned: np.ndarray | None) -> np.ndarray:
         assert p.crop is not None and p.points is not None and p.matrix is not None
-        hull = align.face_mask(p.points, self.size, forehead=False)
+        hull = align.face_mask(p.points, self.size, forehead=False, feather_px=0)  # feathered once, below
         mask = blend.combine_masks(hull, learned)
         if self.colour is not None:
             face = self.colour.apply(face, p.crop, hull)
