@@ -172,30 +172,44 @@ class ProgressPoller:
     def __init__(self, bot: FamswapBot) -> None:
         self.bot = bot
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._busy = False  # inside a pass (storage and Discord calls that should not be cut off)
         self._last_edit: dict[int, float] = {}  # job id → monotonic time of its last status edit
         # (job id, final?) → no attempt before (rate limits, errors). Kept apart for final updates, so a long 429 on
         # a progress edit never holds back the result.
         self._not_before: dict[tuple[int, bool], float] = {}
 
     def start(self) -> None:
+        self._stopping = asyncio.Event()
+        self._busy = False
         self._task = asyncio.create_task(self._run(), name="famswap-progress")
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Stop between passes: a pass in flight finishes first, so no result is half-posted and no storage call is
+        cut off inside its transaction. Only a pass stuck beyond ``timeout`` is cancelled."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping.set()
+        if not self._busy:
+            task.cancel()  # asleep or waiting for the gateway: nothing to interrupt
+        try:
+            await asyncio.wait_for(task, timeout)
+        except (asyncio.CancelledError, TimeoutError):
+            pass
 
     async def _run(self) -> None:
         await self.bot.wait_until_ready()
-        while True:
+        while not self._stopping.is_set():
+            self._busy = True
             try:
                 await self.tick()
             except Exception:
                 log.exception("progress poll failed; trying again")
+            finally:
+                self._busy = False
+            if self._stopping.is_set():
+                break
             await asyncio.sleep(self.bot.poll_interval)
 
     async def tick(self) -> None:

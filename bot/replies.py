@@ -27,6 +27,8 @@ def friendly_text(error: BaseException) -> str | None:
         return str(error) or "You can't use that here."
     if isinstance(error, app_commands.CommandOnCooldown):
         return f"Slow down a little — try again in {error.retry_after:.0f} s."
+    if isinstance(error, discord.Forbidden):
+        return "I'm not allowed to post here. Ask an admin to let me send messages and attach files in this channel."
     if isinstance(error, discord.RateLimited) or (isinstance(error, discord.HTTPException) and error.status == 429):
         return "Discord asked me to slow down. Try again in a minute."
     return None

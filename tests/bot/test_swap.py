@@ -247,3 +247,33 @@ async def test_status_and_cancel(
     await fake.wait_for(lambda: "Cancelled" in status.text, what="the status message to say cancelled")
     assert (await store.get_job(job.id)).status is JobStatus.CANCELLED
 
+
+
+async def test_status_edits_are_spaced_and_stale_updates_dropped(
+    fake: FakeDiscord, runner: BotRunner, family: Family, store: Storage, worker: StandInWorker, clip: bytes
+) -> None:
+    await runner.restart(edit_interval=1.0)
+    identity = await ready_identity(store, family.guild, family.alice)
+    _, status = await start_swap(fake, family, clip, identity.id)
+    job = await worker.claim(JobKind.SWAP)
+    for percent in range(10, 90, 10):  # eight updates within a fraction of a second
+        await worker.progress(job, "train", float(percent))
+        await asyncio.sleep(0.05)
+    await fake.wait_for(lambda: "80%" in status.text, what="the latest progress")
+    edits = [r for r in fake.requests_to("PATCH", rf"/messages/{status.id}$") if r.status == 200]
+    assert len(edits) <= 3, "at most one edit per interval; the states in between are never shown"
+    assert all(b.at - a.at >= 0.9 for a, b in zip(edits, edits[1:], strict=False))
+
+
+async def test_quota_refusal_is_friendly(
+    fake: FakeDiscord, runner: BotRunner, family: Family, store: Storage, clip: bytes
+) -> None:
+    identity = await ready_identity(store, family.guild, family.alice)
+    ia = await fake.slash("famswap settings", user=family.alice, channel=family.general, queued_per_member=1)
+    await fake.wait_for(lambda: ia.replies, what="the settings answer")
+    await start_swap(fake, family, clip, identity.id)
+    again = await fake.slash("swap", user=family.alice, channel=family.general, clip=fake.upload("b.mp4", clip),
+                             identity=str(identity.id))
+    await fake.wait_for(lambda: again.replies, what="the refusal")
+    assert again.replies[0].ephemeral and "the limit is 1" in again.reply_text
+    assert len(await store.list_jobs(family.guild.id)) == 1
