@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, TypeVar
 import discord
 from discord import app_commands
 
+from famswap.errors import NotFound
+
 if TYPE_CHECKING:
     from bot.app import FamswapBot
 
@@ -38,8 +40,10 @@ async def ensure_allowed_here(interaction: discord.Interaction[FamswapBot]) -> N
         raise Refused("famswap works inside a server, not in direct messages.")
     if is_admin(interaction):
         return
-    guild = await interaction.client.store.ensure_guild(interaction.guild_id, interaction.guild.name if interaction.guild else "")
-    settings = guild.settings
+    try:
+        settings = (await interaction.client.store.get_guild(interaction.guild_id)).settings
+    except NotFound:  # no row yet: nobody restricted anything
+        return
     if settings.allowed_channel_ids and not (_channel_ids(interaction) & set(settings.allowed_channel_ids)):
         where = ", ".join(f"<#{c}>" for c in settings.allowed_channel_ids)
         raise Refused(f"famswap is only used in {where} on this server. Try there!")

@@ -23,6 +23,7 @@ import discord
 
 from bot.results import post_outcome
 from bot.uploads import sniff
+from famswap.errors import FamswapError
 from storage import Job, JobKind, JobPost, JobStatus, JobUpdate
 
 if TYPE_CHECKING:
@@ -93,6 +94,7 @@ async def render_status(bot: FamswapBot, job: Job) -> tuple[discord.Embed, list[
     store = bot.store
     lines = [f"Requested by <@{job.owner_id}>"]
     eta: float | None = None
+    position = None
     if not job.status.is_final:
         try:
             position = await store.queue_position(job.id)
@@ -222,7 +224,11 @@ class ProgressPoller:
             last = self._last_edit.get(job.id)
             if not job.status.is_final and last is not None and now - last < self.bot.edit_interval:
                 continue  # the next pass shows whatever the state is by then
-            await self.show(update)
+            try:
+                await self.show(update)
+            except Exception:  # one job's trouble must not hold back the others
+                log.exception("could not show job %s; will retry", job.id)
+                self._not_before[(job.id, job.status.is_final)] = time.monotonic() + ERROR_BACKOFF
 
     async def show(self, update: JobUpdate) -> None:
         job, post = update.job, update.post
@@ -249,6 +255,8 @@ class ProgressPoller:
                 self._not_before[key] = time.monotonic() + ERROR_BACKOFF
                 return
             log.warning("giving up on showing job %s in channel %s: %s", job.id, post.channel_id, exc)
+        except FamswapError as exc:  # e.g. its identity was forgotten meanwhile: nothing left to show
+            log.info("job %s cannot be shown any more: %s", job.id, exc)
         if job.status.is_final:
             await store.update_post(job.id, posted_seq=job.update_seq, interaction_token=None)
             self._last_edit.pop(job.id, None)

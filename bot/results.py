@@ -121,11 +121,12 @@ async def _post_video(
     attempts.append([(gif, "before-after.gif")] if gif is not None and gif.size <= limit else [])
     if attempts[-1]:
         attempts.append([])
+    note: str | None = None  # asked for once, whichever attempt first goes without the video
     for number, attempt in enumerate(attempts):
-        has_video = any(ref is video for ref, _ in attempt)
         body = text
-        if video is not None and not has_video:
-            body += await _refit_note(bot, job, post, video, limit)
+        if video is not None and not any(ref is video for ref, _ in attempt):
+            note = note if note is not None else await _refit_note(bot, job, post, video, limit)
+            body += note
         files = [await _file(bot, ref, filename) for ref, filename in attempt]
         try:
             return (await _send(channel, job, post, body, files=files)).id

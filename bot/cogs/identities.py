@@ -14,7 +14,7 @@ from bot import checks
 from bot.options import MyIdentity, OwnedIdentity, identity_label
 from bot.views.confirm import Confirm
 from famswap.errors import NotAllowed
-from storage import ForgetReport, Identity, IdentityStatus
+from storage import Bank, ForgetReport, Identity, IdentityStatus
 
 if TYPE_CHECKING:
     from bot.app import FamswapBot
@@ -76,7 +76,7 @@ class Identities(commands.Cog):
         content = f"…and {more} more: " + ", ".join(i.display_name for i in found[MAX_EMBEDS:]) if more > 0 else None
         await interaction.followup.send(content, embeds=embeds, files=files)
 
-    async def _describe(self, identity: Identity, bank: object) -> str:
+    async def _describe(self, identity: Identity, bank: Bank | None) -> str:
         lines = []
         if identity.on_behalf:
             confirmed = identity.consent_confirmed_at.strftime("%Y-%m-%d") if identity.consent_confirmed_at else "?"
@@ -86,8 +86,7 @@ class Identities(commands.Cog):
         state = {IdentityStatus.READY: "ready", IdentityStatus.PREPARING: "building the face set",
                  IdentityStatus.EMPTY: "no usable face yet"}[identity.status]
         lines.append(f"{identity.face_count} face{'s' if identity.face_count != 1 else ''} · {state}")
-        versions = getattr(bank, "decoder_versions", {}) or {}
-        trained = versions.get(identity.id)
+        trained = bank.decoder_versions.get(identity.id) if bank is not None else None
         if trained is None:
             lines.append("Not trained yet (the first swap trains it)")
         elif trained < identity.faceset_version:

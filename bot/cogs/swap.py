@@ -148,8 +148,7 @@ class Swap(commands.Cog):
         identity = await store.check_can_use(interaction.guild_id, int(job.payload["identity_id"]), interaction.user.id)
         await interaction.response.defer(ephemeral=True, thinking=True)
         clip = await self._clip_of(job)
-        if interaction.message is not None:  # one choice per sheet: the buttons go away
-            await interaction.message.edit(content=f"{interaction.message.content}\n→ Face {face} chosen.", view=None)
+        sheet = interaction.message
         await self.start_swap(
             interaction,
             clip,
@@ -157,8 +156,13 @@ class Swap(commands.Cog):
             identity,
             face=face,
             quality=job.payload.get("quality"),
-            request_message_id=interaction.message.id if interaction.message else None,
+            request_message_id=sheet.id if sheet else None,
         )
+        if sheet is not None:  # one choice per sheet: the buttons go (best effort: the job is already queued)
+            try:
+                await sheet.edit(content=f"{sheet.content}\n→ Face {face} chosen.", view=None)
+            except discord.HTTPException as exc:
+                log.info("could not remove the face buttons of message %s: %s", sheet.id, exc)
 
     async def _clip_of(self, job: Job) -> bytes:
         # A finished job lets go of its input; a "needs a choice" result keeps the clip as its video instead.

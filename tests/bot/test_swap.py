@@ -196,7 +196,7 @@ async def test_clip_with_several_faces_asks_which(
     await runner.restart()  # the buttons outlive the bot process
     pick = await fake.click(sheet, user=family.alice, label="Face 2")
     await fake.wait_for(lambda: "Queued as job" in pick.reply_text, what="the new job")
-    assert sheet.buttons == [] and "Face 2 chosen" in sheet.text
+    await fake.wait_for(lambda: sheet.buttons == [] and "Face 2 chosen" in sheet.text, what="the buttons to go")
     chosen = await worker.claim(JobKind.SWAP)
     assert chosen.payload["face"] == 2 and await store.read_blob(chosen.input) == clip
 
