@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import subprocess
 import sys
+
+import pytest
 
 from tests.bot.conftest import BotRunner, Family
 from tests.bot.fake_discord import MESSAGE_COMMAND, FakeDiscord
@@ -48,3 +53,32 @@ async def test_resumes_after_a_dropped_gateway(fake: FakeDiscord, runner: BotRun
     await fake.wait_for(lambda: ia.replies, what="a reply after resuming")
     assert "no jobs" in ia.reply_text
     assert len(fake.identifies) == 1, "resumed, not re-identified"
+
+
+async def test_serve_runs_until_cancelled(fake: FakeDiscord, family: Family, settings, store) -> None:
+    from bot.app import serve
+
+    task = asyncio.create_task(serve(settings, store))
+    await fake.connected(timeout=15)
+    ia = await fake.slash("status", user=family.alice, channel=family.general)
+    await fake.wait_for(lambda: ia.replies, what="an answer from the served bot")
+    task.cancel()  # what famswap run does on SIGTERM
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await fake.wait_for(lambda: not fake._sessions, what="the gateway session to close cleanly")
+
+
+async def test_run_bot_in_its_own_process(fake: FakeDiscord, family: Family, settings, tmp_path) -> None:
+    env = {**os.environ, **fake.environ(), "FAMSWAP_HOME": str(settings.home), "FAMSWAP_KEY_FILE": str(settings.key_path),
+           "FAMSWAP_ENV_FILE": str(tmp_path / "none.env")}
+    code = "from famswap.config import Settings; from bot.app import run_bot; run_bot(Settings.load())"
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code, env=env, stderr=asyncio.subprocess.PIPE)
+    try:
+        await fake.connected(timeout=30)
+        ia = await fake.slash("identities", user=family.bob, channel=family.general)
+        await fake.wait_for(lambda: ia.replies, what="an answer from the bot process")
+        assert "No faces yet" in ia.reply_text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0, err.decode()[-2000:]
