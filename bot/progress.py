@@ -37,6 +37,9 @@ ERROR_BACKOFF = 30.0
 
 _STAGES = {
     "prepare": "Building the face set",
+    "faces": "Finding the faces in the photos",
+    "scan": "Finding faces in the clip",
+    "actor": "Collecting the actor's face",
     "extract": "Finding faces",
     "detect": "Finding faces",
     "track": "Following the faces in the clip",

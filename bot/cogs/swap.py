@@ -110,7 +110,7 @@ class Swap(commands.Cog):
         request_message_id: int | None = None,
     ) -> Job:
         """Queue a swap job for a checked clip, post its status message and tell the user where to look."""
-        if identity.status is not IdentityStatus.READY:
+        if identity.faceset is None:  # a face set being rebuilt with more photos is fine: the old one is used
             state = "still being built" if identity.status is IdentityStatus.PREPARING else "not usable yet"
             raise NotAllowed(
                 f"**{identity.display_name}**'s face set is {state}.",

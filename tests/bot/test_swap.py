@@ -277,3 +277,12 @@ async def test_quota_refusal_is_friendly(
     await fake.wait_for(lambda: again.replies, what="the refusal")
     assert again.replies[0].ephemeral and "the limit is 1" in again.reply_text
     assert len(await store.list_jobs(family.guild.id)) == 1
+
+
+async def test_swap_needs_a_face_set(fake: FakeDiscord, runner: BotRunner, family: Family, store: Storage, clip: bytes) -> None:
+    empty = await store.create_identity(family.guild.id, family.alice.id, "alice")
+    ia = await fake.slash("swap", user=family.alice, channel=family.general, clip=fake.upload("c.mp4", clip),
+                          identity=str(empty.id))
+    await fake.wait_for(lambda: ia.replies, what="the refusal")
+    assert "face set is not usable yet" in ia.reply_text
+    assert await store.list_jobs(family.guild.id) == []
