@@ -126,15 +126,19 @@ class Database:
 
     @asynccontextmanager
     async def _transaction(self, begin: str) -> AsyncIterator[Tx]:
+        # Cancellation-safe: a task cancelled anywhere in here (e.g. a poller stopped during a restart) must not
+        # leave the shared connection inside a transaction. aiosqlite runs statements in order on one thread, so a
+        # shielded ROLLBACK/COMMIT still lands before the next BEGIN.
         async with self._lock:
-            await self._conn.execute(begin)
             try:
+                await self._conn.execute(begin)
                 yield Tx(self._conn)
             except BaseException:
-                await self._conn.execute("ROLLBACK")
+                if self._conn.in_transaction:
+                    await asyncio.shield(self._conn.execute("ROLLBACK"))
                 raise
             else:
-                await self._conn.execute("COMMIT")
+                await asyncio.shield(self._conn.execute("COMMIT"))
 
     def write(self) -> Any:
         """``async with db.write() as tx``: a write transaction (``BEGIN IMMEDIATE``), committed on success."""
@@ -176,6 +180,9 @@ async def _connect(path: Path, busy_timeout_ms: int, synchronous: str) -> aiosql
         # busy_timeout first: the pragmas after it may already need the lock another process holds.
         await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         await conn.execute("PRAGMA foreign_keys = ON")
+        # Erased rows (names, file names, digests) are overwritten with zeros, not left in free pages: many SQLite
+        # builds do this by default, not all.
+        await conn.execute("PRAGMA secure_delete = ON")
         async with conn.execute("PRAGMA journal_mode = WAL") as cursor:
             mode = (await cursor.fetchone())[0]
         if str(mode).lower() != "wal":
