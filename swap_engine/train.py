@@ -233,7 +233,8 @@ class Trainer:
         for module in trained:
             module.requires_grad_(True)
         params = [p for m in trained for p in m.parameters()]
-        self.opt = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, foreach=True)
+        fused = {"fused": True} if cuda else {"foreach": True}
+        self.opt = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, **fused)
         self._encode: Callable[[torch.Tensor], torch.Tensor] = bank.encoder
         self._decoders: dict[str, Callable] = {i: bank.decoder(i) for i in self.ids}
         if cfg.compile:
@@ -327,7 +328,7 @@ class Trainer:
         while True:
             try:
                 return self._train_step(self.batch)
-            except torch.OutOfMemoryError:
+            except torch.cuda.OutOfMemoryError:  # torch.OutOfMemoryError in torch >= 2.5, same class
                 self.opt.zero_grad(set_to_none=True)
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
@@ -436,7 +437,8 @@ class Trainer:
     def _should_end(self, should_stop: Callable[[], bool] | None, step_time: float | None) -> str:
         cfg = self.cfg
         if self._stop_reason:
-            return self._stop_reason
+            reason, self._stop_reason = self._stop_reason, None  # consumed: a later run() trains again
+            return reason
         if should_stop is not None and should_stop():
             return "cancelled"
         if cfg.max_steps is not None and self.step >= cfg.max_steps:

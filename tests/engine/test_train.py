@@ -281,7 +281,7 @@ def test_oom_halves_the_batch_then_gives_up(data, tmp_path, monkeypatch):
 
     def fits_two(batch):
         if batch > 2:
-            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return real_step(batch)
 
     monkeypatch.setattr(trainer, "_train_step", fits_two)
@@ -291,7 +291,7 @@ def test_oom_halves_the_batch_then_gives_up(data, tmp_path, monkeypatch):
     trainer = Trainer(fresh_bank(), data, quick(batch=8, max_steps=2, min_batch=2), tmp_path / "ck2.pt")
 
     def never(batch):
-        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
 
     monkeypatch.setattr(trainer, "_train_step", never)
     with pytest.raises(TrainingError, match="out of memory even with 2"):
@@ -338,3 +338,20 @@ def test_swap_faces_without_mask_and_empty():
     assert out.shape == (0, 64, 64, 3)
     with pytest.raises(ValueError, match="uint8"):
         swap_faces(bank, np.zeros((1, 64, 64, 3), np.float32), "a")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_bf16_channels_last_training_and_swap(data, tmp_path):
+    bank = fresh_bank()
+    cfg = quick(max_steps=30, device="cuda")  # amp and channels-last default to on for CUDA
+    trainer = Trainer(bank, data, cfg, tmp_path / "ck.pt")
+    assert trainer.amp and trainer.channels_last
+    seen: list[Progress] = []
+    result = trainer.run(seen.append)
+    assert result.step == 30 and all(np.isfinite(p.losses["total"]) for p in seen)
+    assert np.mean([p.losses["total"] for p in seen[-5:]]) < np.mean([p.losses["total"] for p in seen[:5]])
+    out, masks = swap_faces(bank, data["man"].crops, "woman", device="cuda")
+    assert out.shape == data["man"].crops.shape and masks is not None
+    loaded, _ = load_bank(tmp_path / "ck.pt", map_location="cpu")
+    assert loaded.identities == ["man", "woman"]
