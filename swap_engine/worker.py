@@ -15,6 +15,7 @@ re-claimed after a crash continues where it stopped. SIGTERM checkpoints the run
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -50,6 +51,7 @@ log = logging.getLogger("famswap.worker")
 
 HEARTBEAT_S = 2.0
 LEASE_S = 60.0
+RETENTION_EVERY_S = 3600.0  # expire results / erase servers past their grace period this often
 # Several faces compete when the second track has at least this share of the main one's screen time × size.
 COMPETING_TRACK_SHARE = 0.5
 
@@ -273,6 +275,41 @@ def run_prepare(ctx: JobContext) -> Outcome:
 
 
 # -----------------------------------------------------------------------------
+# synthetic artefacts: the visible label and the metadata each format can hold
+
+
+def labelled_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
+    """A synthetic still (RGB uint8) as JPEG bytes: the "AI face swap" badge drawn in, the synthetic-media XMP
+    packet attached (OpenCV's encoder cannot write XMP; Pillow's can)."""
+    import io
+
+    from PIL import Image
+
+    from swap_engine.label import SYNTHETIC_XMP, draw_label
+
+    out = io.BytesIO()
+    Image.fromarray(draw_label(image)).save(out, format="JPEG", quality=quality, xmp=SYNTHETIC_XMP.encode())
+    return out.getvalue()
+
+
+def mark_gif_synthetic(path: Path) -> Path:
+    """Add the synthetic-media statement to a GIF as a comment extension, in place (ffmpeg's GIF muxer drops all
+    metadata, and re-encoding with Pillow would re-quantize the frames). The frames are not touched."""
+    from swap_engine.label import SYNTHETIC_METADATA
+
+    data = path.read_bytes()
+    if data[:6] not in (b"GIF87a", b"GIF89a") or len(data) < 13:
+        raise ValueError(f"{path.name} is not a GIF")
+    packed = data[10]  # logical screen descriptor: a global colour table of 3 * 2^(n+1) bytes follows when set
+    start = 13 + ((3 << ((packed & 7) + 1)) if packed & 0x80 else 0)
+    text = f"{SYNTHETIC_METADATA['comment']} ({SYNTHETIC_METADATA['digital_source_type']})".encode()
+    blocks = b"".join(bytes([len(text[i : i + 255])]) + text[i : i + 255] for i in range(0, len(text), 255))
+    # Comments are a GIF89a feature; ffmpeg writes 89a already.
+    path.write_bytes(b"GIF89a" + data[6:start] + b"\x21\xfe" + blocks + b"\x00" + data[start:])
+    return path
+
+
+# -----------------------------------------------------------------------------
 # job: swap and train
 
 
@@ -337,12 +374,7 @@ def _train(ctx: JobContext, faces: dict[str, Path], identities: dict[int, int], 
     def on_progress(p: Any) -> None:
         total = p.losses.get("total")
         message = f"training: step {p.step}" + (f", loss {total:.3f}" if total is not None else "")
-        preview = None
-        if p.preview is not None:
-            from swap_engine.label import draw_label
-
-            ok, data = cv2.imencode(".jpg", cv2.cvtColor(draw_label(p.preview), cv2.COLOR_RGB2BGR))
-            preview = data.tobytes() if ok else None
+        preview = None if p.preview is None else labelled_jpeg(p.preview)
         ctx.call(ctx.store.report_progress(
             ctx.job.id, ctx.worker_id, stage="train",
             percent=stage_base + stage_span * min(1.0, p.elapsed_s / max(seconds, 1e-6)), message=message,
@@ -451,10 +483,13 @@ def run_swap(ctx: JobContext) -> Outcome:
         if d % 10 == 0 or d == t else ctx.check(),
         comparison_path=ctx.folder / "compare.gif",
     )  # fmt: skip
+    comparison = Path(report.comparison) if report.comparison else None
+    if comparison is not None and comparison.suffix.lower() == ".gif":
+        mark_gif_synthetic(comparison)
     data = asdict(report)
     data.update({"kind": "swap", "identity": identity.display_name, "track": int(track),
                  "clip_seconds": info.duration, "train_step": state.get("train_step")})
-    return Outcome(video=out, comparison=Path(report.comparison) if report.comparison else None, report=data)
+    return Outcome(video=out, comparison=comparison, report=data)
 
 
 def run_train(ctx: JobContext) -> Outcome:
@@ -497,8 +532,33 @@ class Worker:
     async def run(self, *, concurrency: int = 1, once: bool = False) -> int:
         async with open_storage(self.settings) as store:
             log.info("worker %s ready on %s", self.worker_id, self.device)
-            await asyncio.gather(*(self._slot(store, once) for _ in range(max(1, concurrency))))
+            await self._retention(store)
+            retention = None if once else asyncio.create_task(self._retention_loop(store))
+            try:
+                await asyncio.gather(*(self._slot(store, once) for _ in range(max(1, concurrency))))
+            finally:
+                if retention is not None:
+                    retention.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await retention
         return 0
+
+    async def _retention(self, store: Storage) -> None:
+        """Delete results older than FAMSWAP_RESULT_DAYS and erase the servers whose grace period after the bot was
+        removed is over. Several workers may do it at once: each erase is one transaction."""
+        try:
+            expired = await store.expire_results()
+            erased = await store.run_due_deletions()
+        except Exception:  # noqa: BLE001 - jobs must not stop for it; the next pass retries
+            log.warning("retention pass failed; it runs again in %.0f s", RETENTION_EVERY_S, exc_info=True)
+            return
+        if expired or erased:
+            log.info("retention: %d result(s) expired; server(s) erased: %s", expired, erased or "none")
+
+    async def _retention_loop(self, store: Storage) -> None:
+        while True:
+            await asyncio.sleep(RETENTION_EVERY_S)
+            await self._retention(store)
 
     async def _slot(self, store: Storage, once: bool) -> None:
         while not self.stopping.is_set():
