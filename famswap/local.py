@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import shutil
 import sys
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from famswap.config import Settings
@@ -36,8 +40,52 @@ def _landmarker(settings: Settings) -> Path:
     return landmarker_path(settings.models_path)
 
 
-def _faceset_from_paths(settings: Settings, paths: list[Path], cache: Path) -> tuple[str, Path]:
-    """Build (or reuse) the face set of the person shown in ``paths``; returns (identity key, face-set folder)."""
+@contextmanager
+def _work_folder(settings: Settings) -> Iterator[Path]:
+    """A private folder for one command's intermediate files (faces, scans, checkpoints), always removed after:
+    only the encrypted bank outlives the command, so a copied data home reveals no face."""
+    folder = settings.jobs_dir / f"cli-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    folder.mkdir(parents=True, mode=0o700)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _bank_file(settings: Settings, model: str) -> Path:
+    return settings.home / "local" / f"bank-{model}.enc"
+
+
+def _load_local_bank(settings: Settings, model: str, dst: Path) -> None:
+    """Decrypt the command line's face bank (decoders of the people and actors it trained) to ``dst`` if any."""
+    from storage.crypto import decrypt_stream, load_or_create_key
+
+    src = _bank_file(settings, model)
+    if src.is_file():
+        keys = load_or_create_key(settings.key_path)
+        with src.open("rb") as f, dst.open("wb") as out:
+            for chunk in decrypt_stream(keys, f, src.name):
+                out.write(chunk)
+
+
+def _save_local_bank(settings: Settings, model: str, src: Path) -> None:
+    from storage.crypto import encrypt_stream, load_or_create_key
+
+    dst = _bank_file(settings, model)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    keys = load_or_create_key(settings.key_path)
+    tmp = dst.with_name(dst.name + ".tmp")
+    with src.open("rb") as f, tmp.open("wb") as out:
+        encrypt_stream(keys, f, out)
+        out.flush()
+        os.fsync(out.fileno())
+    tmp.replace(dst)
+
+
+def _faceset_from_paths(settings: Settings, paths: list[Path], work: Path) -> tuple[str, Path]:
+    """Build the face set of the person shown in ``paths``; returns (identity key, face-set folder).
+
+    The key is a hash of the inputs' bytes, so the same photos train the same decoder again on the next run."""
     import hashlib
 
     from swap_engine.faceset import build_faceset
@@ -47,10 +95,7 @@ def _faceset_from_paths(settings: Settings, paths: list[Path], cache: Path) -> t
         _check_input(p)
     files = sorted(f for p in paths for f in ([p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file())))
     key = hashlib.sha256("".join(file_digest(f) for f in files).encode()).hexdigest()[:12]
-    folder = cache / "people" / key
-    if (folder / "faceset.json").is_file():
-        _say(f"enroll      reusing the face set built earlier from the same {len(files)} file(s)")
-        return f"p{key}", folder
+    folder = work / "person"
     with StageBar("enroll") as bar:
         report = build_faceset(
             paths,
@@ -66,7 +111,6 @@ def _faceset_from_paths(settings: Settings, paths: list[Path], cache: Path) -> t
 def swap(settings: Settings, args: argparse.Namespace) -> int:
     """`famswap swap`: enroll → scan the clip → extract the actor → train → convert, with a bar per stage."""
     from swap_engine import pipeline
-    from swap_engine.convert import ConvertOptions, convert_clip
 
     started = time.monotonic()
     clip: Path = args.clip
@@ -79,65 +123,63 @@ def swap(settings: Settings, args: argparse.Namespace) -> int:
     minutes = args.train_minutes
     if minutes is None:
         minutes = settings.train_minutes_gpu if device.startswith("cuda") else settings.train_minutes_cpu
-    cache = settings.home / "local"
-    cache.mkdir(parents=True, exist_ok=True)
     _say(f"famswap     {clip.name}: {info.width}x{info.height}, {info.duration:.1f} s; model {model} on {device}, "
          f"training {minutes:g} min")
+    with _work_folder(settings) as work:
+        return _swap_in(settings, args, clip, work, device, model, minutes, started)
+
+
+def _swap_in(settings: Settings, args: argparse.Namespace, clip: Path, work: Path, device: str, model: str,
+             minutes: float, started: float) -> int:
+    from swap_engine import pipeline
+    from swap_engine.convert import ConvertOptions, convert_clip
+    from swap_engine.model import load_bank
 
     if args.identity_from:
-        person, person_faces = _faceset_from_paths(settings, list(args.identity_from), cache)
+        person, person_faces = _faceset_from_paths(settings, list(args.identity_from), work)
     else:
-        person, person_faces = _stored_faceset(settings, args.identity, cache)
+        person, person_faces = _stored_faceset(settings, args.identity, work)
 
     clip_key = pipeline.file_digest(clip)
-    work = cache / "clips" / clip_key
-    work.mkdir(parents=True, exist_ok=True)
-    scan_path = work / "scan.npz"
-    if scan_path.is_file():
-        scan = pipeline.load_scan(scan_path)
-        _say(f"scan        reusing the earlier scan of this clip: {len(scan.tracks)} face track(s)")
-    else:
-        landmarker = _landmarker(settings)
-        with StageBar("scan") as bar:
-            scan = pipeline.scan_video(clip, landmarker, on_progress=lambda d, t, m: bar.update(d, t))
-        pipeline.save_scan(scan, scan_path)
-        _say(f"scan        {len(scan.tracks)} face track(s) in {scan.frame_count} frames")
+    landmarker = _landmarker(settings)
+    with StageBar("scan") as bar:
+        scan = pipeline.scan_video(clip, landmarker, on_progress=lambda d, t, m: bar.update(d, t))
+    _say(f"scan        {len(scan.tracks)} face track(s) in {scan.frame_count} frames")
     track = args.track if args.track is not None else 0
     chosen = scan.track(track)
     if len(scan.tracks) > 1 and args.track is None:
         _say(f"scan        swapping track 0, the main face; `famswap tracks {clip}` shows the others")
 
     actor_path = work / f"actor-t{track}.npz"
-    if not actor_path.is_file():
-        with StageBar("actor") as bar:
-            bar.update(0, 1)
-            pipeline.extract_actor(clip, scan, track, actor_path)
+    with StageBar("actor") as bar:
+        bar.update(0, 1)
+        pipeline.extract_actor(clip, scan, track, actor_path)
     actor = f"a{clip_key[:12]}t{track}"
     _say(f"actor       {len(pipeline.choose_actor_frames(chosen))} faces of the actor to learn from")
 
-    bank_path = cache / f"bank-{model}.pt"
-    checkpoint = work / f"train-{person}-{model}.ckpt"
-    checkpoint.unlink(missing_ok=True)  # a new command is a new training budget
+    bank_path = work / "bank.pt"
+    _load_local_bank(settings, model, bank_path)
     plan = pipeline.TrainPlan(
         faces={person: person_faces, actor: actor_path},
         bank_path=bank_path,
-        checkpoint=checkpoint,
+        checkpoint=work / "train.ckpt",
         model=model,
         device=device,
         seconds=minutes * 60.0,
         seed=args.seed or 0,
     )
+    budget = minutes * 60.0
     with StageBar("train") as bar:
 
         def on_train(p: object) -> None:
-            losses = " ".join(f"{k[:8]}={v:.3f}" for k, v in p.losses.items() if k == "total")  # type: ignore[attr-defined]
-            bar.update(p.elapsed_s, minutes * 60.0, f"step {p.step} {losses} {p.samples_per_s:.0f} faces/s")  # type: ignore[attr-defined]
+            loss = p.losses.get("total")  # type: ignore[attr-defined]
+            extra = f"step {p.step}" + (f" loss {loss:.3f}" if loss is not None else "")  # type: ignore[attr-defined]
+            extra += f" {p.samples_per_s:.0f} faces/s"  # type: ignore[attr-defined]
+            bar.update(min(p.elapsed_s, budget), budget, extra)  # type: ignore[attr-defined]
 
         result = pipeline.train_bank(plan, on_progress=on_train)
-    checkpoint.unlink(missing_ok=True)
+    _save_local_bank(settings, model, bank_path)
     _say(f"train       {result.step} steps, final loss {result.losses.get('total', float('nan')):.4f}")  # type: ignore[attr-defined]
-
-    from swap_engine.model import load_bank
 
     bank, _ = load_bank(bank_path)
     max_mb = args.max_mb if args.max_mb is not None else settings.output_max_mb
@@ -148,7 +190,7 @@ def swap(settings: Settings, args: argparse.Namespace) -> int:
             clip, bank, scan, out, opts,
             on_progress=lambda d, t: bar.update(d, t),
             comparison_path=out.with_name(out.stem + ".compare.gif"),
-        )
+        )  # fmt: skip
     out.with_name(out.stem + ".json").write_text(report.to_json(), encoding="utf-8")
     _say(
         f"done        {out} ({report.bytes / 1e6:.1f} MB, {report.frames} frames, {report.swapped} swapped) "
@@ -179,7 +221,9 @@ def _run(coro: object) -> object:
     return asyncio.run(coro)  # type: ignore[arg-type]
 
 
-def _stored_faceset(settings: Settings, name: str, cache: Path) -> tuple[str, Path]:
+def _stored_faceset(settings: Settings, name: str, work: Path) -> tuple[str, Path]:
+    """Decrypt a stored identity's face set into ``work``; returns (identity key, face-set folder)."""
+
     async def fetch() -> tuple[str, Path]:
         from storage import open_storage
         from swap_engine.worker import unpack_faceset
@@ -188,12 +232,9 @@ def _stored_faceset(settings: Settings, name: str, cache: Path) -> tuple[str, Pa
             identity = await store.find_identity(LOCAL_GUILD, LOCAL_USER, name)
             if identity.faceset is None:
                 raise NoFaceFound(f"{identity.display_name} has no faces yet.", hint="Run `famswap enroll` first.")
-            folder = cache / "people" / f"id{identity.id}v{identity.faceset_version}"
-            if not (folder / "faceset.json").is_file():
-                archive = cache / f"faceset-{identity.id}.tar"
-                await store.decrypt_to(identity.faceset, archive)
-                unpack_faceset(archive, folder)
-                archive.unlink()
+            archive = await store.decrypt_to(identity.faceset, work / "faceset.tar")
+            folder = unpack_faceset(archive, work / "person")
+            archive.unlink()
             return f"i{identity.id}", folder
 
     return _run(fetch())  # type: ignore[return-value]
@@ -226,6 +267,8 @@ def list_identities(settings: Settings) -> int:
 
 
 def forget(settings: Settings, name: str) -> int:
+    """`famswap forget`: erase the identity in storage and its decoder from the command line's own bank."""
+
     async def go() -> int:
         from storage import open_storage
 
@@ -236,9 +279,30 @@ def forget(settings: Settings, name: str) -> int:
                 print(f"Nobody called {name} is enrolled here.")
                 return 1
             report = await store.forget_identity(LOCAL_GUILD, identity.id, LOCAL_USER)
-            print(f"Forgot {identity.display_name}: {report}")
-        shutil.rmtree(settings.home / "local" / "people" / f"id{identity.id}", ignore_errors=True)
+        dropped = _drop_local_decoder(settings, f"i{identity.id}")
+        print(
+            f"Forgot {identity.display_name}: {report.uploads} upload(s), {report.results} result(s), "
+            f"{report.files} stored file(s) erased" + (f"; decoder removed from {dropped} local bank(s)" if dropped else "")
+        )
         return 0
 
     return _run(go())  # type: ignore[return-value]
 
+
+def _drop_local_decoder(settings: Settings, identity: str) -> int:
+    """Remove ``identity``'s decoder from every encrypted local bank that has one; returns how many changed."""
+    from swap_engine.model import load_bank, save_bank
+
+    changed = 0
+    for bank_file in sorted((settings.home / "local").glob("bank-*.enc")):
+        model = bank_file.stem[len("bank-") :]
+        with _work_folder(settings) as work:
+            plain = work / "bank.pt"
+            _load_local_bank(settings, model, plain)
+            bank, extra = load_bank(plain)
+            if identity in bank.identities:
+                bank.remove_identity(identity)
+                save_bank(plain, bank, extra)
+                _save_local_bank(settings, model, plain)
+                changed += 1
+    return changed
