@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--device", type=_device_arg, default=None, help="auto, cpu, cuda or cuda:N")
     worker.add_argument("--concurrency", type=int, default=1, help="jobs run at once by this worker (default 1)")
     worker.add_argument("--once", action="store_true", help="exit when the queue is empty")
+    worker.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)  # `famswap run` sets it
     worker.set_defaults(handler=_cmd_worker)
 
     enroll = sub.add_parser("enroll", help="enroll a person from photos, folders of photos or a selfie video")
@@ -122,6 +123,12 @@ def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from swap_engine.worker import run_worker
 
+    if args.parent_pid is not None:
+        from famswap.supervisor import exit_with_parent
+
+        if not exit_with_parent(args.parent_pid):
+            log.warning("famswap run (pid %d) is gone; not starting a worker for it", args.parent_pid)
+            return EXIT_FAILED
     return run_worker(settings, device=args.device, concurrency=args.concurrency, once=args.once)
 
 

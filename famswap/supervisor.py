@@ -8,10 +8,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
 from famswap.config import Settings
+from famswap.errors import ConfigError, FamswapError
 
 log = logging.getLogger("famswap.supervisor")
 
@@ -40,7 +42,7 @@ class WorkerProcess:
     next_start: float = field(default=0.0)
 
     def start(self) -> None:
-        command = [sys.executable, "-m", "famswap.cli", "worker", "--device", self.device]
+        command = [sys.executable, "-m", "famswap.cli", "worker", "--device", self.device, "--parent-pid", str(os.getpid())]
         self.process = subprocess.Popen(command, env=os.environ.copy())
         self.started_at = time.monotonic()
         log.info("started a worker on %s (pid %d)", self.device, self.process.pid)
@@ -62,17 +64,53 @@ class WorkerProcess:
         self.process = None
         self.next_start = now + delay
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM lets the worker checkpoint and hand its job back; SIGKILL after ``timeout``."""
-        if self.process is None or self.process.poll() is not None:
+    def terminate(self) -> None:
+        """SIGTERM: the worker checkpoints its job and hands it back, then exits."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def wait_stopped(self, timeout: float) -> None:
+        """Wait for a worker asked to stop; SIGKILL it after ``timeout``."""
+        if self.process is None:
             return
-        self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             log.warning("the worker on %s did not stop in %.0f s; killing it", self.device, timeout)
             self.process.kill()
             self.process.wait()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM lets the worker checkpoint and hand its job back; SIGKILL after ``timeout``."""
+        self.terminate()
+        self.wait_stopped(timeout)
+
+
+def stop_workers(workers: list[WorkerProcess], timeout: float = 30.0) -> None:
+    """Stop every worker within one ``timeout``: all are asked at once, not each after the previous one's checkpoint."""
+    for w in workers:
+        w.terminate()
+    deadline = time.monotonic() + timeout
+    for w in workers:
+        w.wait_stopped(max(0.0, deadline - time.monotonic()))
+
+
+def exit_with_parent(parent_pid: int, interval: float = 1.0) -> bool:
+    """In a worker started by `famswap run`: stop cleanly (SIGTERM to itself: checkpoint, hand the job back) once
+    the parent is gone without having stopped it (SIGKILL, the OOM killer, a crash). An orphaned worker would
+    otherwise keep its device and its job while a restarted `famswap run` starts another worker beside it.
+    Returns False when the parent is already gone."""
+    if os.getppid() != parent_pid:
+        return False
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval)
+        logging.getLogger("famswap.worker").warning("famswap run (pid %d) is gone; stopping this worker", parent_pid)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="famswap-parent-watch", daemon=True).start()
+    return True
 
 
 async def _supervise(workers: list[WorkerProcess]) -> None:
@@ -83,6 +121,9 @@ async def _supervise(workers: list[WorkerProcess]) -> None:
 
 
 async def _run(settings: Settings, with_worker: bool) -> int:
+    import aiohttp
+    import discord
+
     from bot.app import serve
     from storage import open_storage
 
@@ -91,11 +132,20 @@ async def _run(settings: Settings, with_worker: bool) -> int:
         supervisor = asyncio.create_task(_supervise(workers)) if workers else None
         try:
             await serve(settings, store)
+        except discord.LoginFailure as exc:
+            raise ConfigError(
+                "Discord refused the bot token in DISCORD_TOKEN.",
+                hint="Copy it again from https://discord.com/developers/applications → your app → Bot → Reset Token.",
+            ) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise FamswapError(
+                f"Could not reach Discord at {settings.discord_api} ({exc}).",
+                hint="Check this machine's network, or FAMSWAP_DISCORD_API if you set it.",
+            ) from exc
         finally:
             if supervisor is not None:
                 supervisor.cancel()
-            for w in workers:
-                w.stop()
+            stop_workers(workers)
     return 0
 
 
