@@ -388,7 +388,9 @@ def _train(ctx: JobContext, faces: dict[str, Path], identities: dict[int, int], 
                               device=ctx.device, seconds=seconds, seed=int(ctx.job.payload.get("seed", 0)))
     result = _train_with_oom_fallback(plan, on_progress, ctx.should_stop)
     if result.stopped in ("cancelled", "signal"):
-        ctx.save_state({**state, "stage": "train", "train_step": result.step}, _pack_state(ctx, keep + ["train.ckpt"]))
+        if not ctx.cancelled.is_set():  # a cancelled job never resumes: don't spend seconds uploading its checkpoint
+            ctx.save_state({**state, "stage": "train", "train_step": result.step},
+                           _pack_state(ctx, keep + ["train.ckpt"]))
         ctx.check()
     from swap_engine.model import load_bank
 
@@ -430,7 +432,12 @@ def run_swap(ctx: JobContext) -> Outcome:
     state = _restore_state(ctx)
     if state.get("stage"):
         log.info("job %d: resuming after stage %s (step %s)", job.id, state["stage"], state.get("train_step", 0))
-    clip = ctx.call(ctx.store.decrypt_to(job.input, ctx.folder / f"clip{Path(payload.get('filename', 'x.mp4')).suffix or '.mp4'}"))
+    # The clip keeps the name the user sent (the bot's key is clip_name), so messages name their file; in its own
+    # folder, so no name can overwrite the job's other files.
+    name = Path(str(payload.get("filename") or payload.get("clip_name") or "clip.mp4")).name
+    name = name if name not in ("", ".", "..") else "clip.mp4"
+    (ctx.folder / "input").mkdir(exist_ok=True)
+    clip = ctx.call(ctx.store.decrypt_to(job.input, ctx.folder / "input" / name))
     from swap_engine.video import probe
 
     info = probe(clip, max_seconds=ctx.settings.max_clip_seconds, max_pixels=ctx.settings.max_clip_pixels)
@@ -450,11 +457,15 @@ def run_swap(ctx: JobContext) -> Outcome:
     scan = pipeline.load_scan(scan_path)
 
     track = payload.get("track")
+    if track is None and payload.get("face") is not None:  # the bot's face: N counts from 1 (its "Face N" buttons)
+        track = int(payload["face"]) - 1
     if track is None:
         if len(scan.tracks) > 1 and scan.tracks[1].score >= COMPETING_TRACK_SHARE * scan.tracks[0].score:
             sheet = pipeline.write_contact_sheet(clip, scan, ctx.folder / "tracks.jpg")
-            return Outcome(comparison=sheet, report={
-                "kind": "swap", "needs_choice": True, "tracks": len(scan.tracks),
+            # The bot's protocol: the clip is kept as the video (the job's input is released when it ends), so the
+            # follow-up swap with the chosen face can be queued from it.
+            return Outcome(video=clip, comparison=sheet, report={
+                "kind": "swap", "needs_choice": True, "tracks": len(scan.tracks), "faces": len(scan.tracks),
                 "message": f"I found {len(scan.tracks)} faces in this clip. Which one should become "
                            f"{identity.display_name}? Pick a number.",
             })  # fmt: skip
@@ -578,7 +589,8 @@ class Worker:
         started = time.monotonic()
         try:
             outcome = await asyncio.to_thread(_HANDLERS[job.kind], ctx)
-            ctx.check()
+            if ctx.cancelled.is_set():  # only a cancel stops a finished job: a shutdown now would waste all its work
+                raise JobCancelled("The job was cancelled.")
             await store.complete(job.id, self.worker_id, video=outcome.video, comparison=outcome.comparison,
                                  report=outcome.report)
             log.info("job %d finished in %.0f s", job.id, time.monotonic() - started)

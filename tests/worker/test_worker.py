@@ -1,0 +1,192 @@
+"""The worker in this process on tiny media: real prepare and swap stages, the face choice, cancel, fair turns
+between users, and failures a user can read. Every test also checks that each job's folder is gone afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from famswap.config import Settings
+from famswap.errors import NotFound
+from storage import IdentityStatus, JobKind, JobStatus, UploadKind, open_storage
+from swap_engine import pipeline
+from swap_engine import worker as worker_module
+from tests.worker.conftest import Enrolled, Media
+from tests.worker.workerkit import ALICE, BOB, CLIP_FRAMES, GUILD, RecordingWorker, count_frames, wait_job
+
+
+async def test_prepare_then_swap_complete_through_the_real_stages(
+    fresh_settings: Settings, media: Media, tmp_path: Path
+) -> None:
+    # No bank yet: the swap trains the lite model (FAMSWAP_MODEL=lite) from scratch; a 1 s budget is one step.
+    worker = RecordingWorker(fresh_settings)
+    async with open_storage(fresh_settings, synchronous="NORMAL") as store:
+        alice = await store.create_identity(GUILD, ALICE, "Alice")
+        await store.add_upload(GUILD, alice.id, ALICE, media.selfie, kind=UploadKind.VIDEO, filename="me.mp4")
+        prepare = await store.enqueue(GUILD, ALICE, JobKind.PREPARE, {}, identity_ids=[alice.id])
+        await worker.drain()
+
+        prepare = await store.get_job(prepare.id)
+        assert prepare.status is JobStatus.SUCCEEDED, prepare.error
+        report = (await store.get_result(GUILD, prepare.id, ALICE)).report
+        assert report["faces"] >= 1 and report["lines"][0].startswith(f"me.mp4: {report['faces']} face")
+        alice = await store.get_identity(GUILD, alice.id)
+        assert alice.status is IdentityStatus.READY and alice.faceset is not None
+        assert alice.face_count == report["faces"] and alice.thumbnail is not None
+
+        swap = await store.enqueue(
+            GUILD, ALICE, JobKind.SWAP, {"train_seconds": 1, "filename": "man.mp4"},
+            identity_ids=[alice.id], input=media.clip,
+        )  # fmt: skip
+        await worker.drain()
+
+        swap = await store.get_job(swap.id)
+        assert swap.status is JobStatus.SUCCEEDED, swap.error
+        result = await store.get_result(GUILD, swap.id, ALICE)
+        assert result.video is not None and result.comparison is not None
+        video = await store.decrypt_to(result.video, tmp_path / "result.mp4")
+        assert count_frames(video) == CLIP_FRAMES == result.report["frames"]
+        assert result.report["swapped"] > 0 and result.report["train_step"] >= 1
+        bank = await store.get_bank(GUILD)
+        assert bank is not None and set(bank.decoders) == {alice.id}
+        assert bank.config["model_args"]["name"] == "lite"
+        assert swap.checkpoint is None and swap.input is None  # released with the job
+    assert [job_id for job_id, _ in worker.ran] == [prepare.id, swap.id]
+    assert worker.leftovers == []
+
+
+async def test_a_clip_with_two_faces_asks_which_then_swaps_the_chosen_one(enrolled: Enrolled) -> None:
+    # The bot's protocol: the contact sheet as the comparison, the clip kept as the video, "faces" in the report;
+    # the follow-up job says face: N, counting from 1.
+    worker = RecordingWorker(enrolled.settings)
+    async with open_storage(enrolled.settings, synchronous="NORMAL") as store:
+        ask = await store.enqueue(
+            GUILD, ALICE, JobKind.SWAP, {"train_seconds": 1, "clip_name": "two.mp4"},
+            identity_ids=[enrolled.alice], input=enrolled.media.two_faces,
+        )  # fmt: skip
+        await worker.drain()
+        asked = await store.get_result(GUILD, ask.id, ALICE)
+        assert asked.report["needs_choice"] is True and asked.report["faces"] == 2
+        assert asked.comparison is not None and asked.video is not None
+        assert await store.read_blob(asked.video) == enrolled.media.two_faces.read_bytes()
+
+        pick = await store.enqueue(
+            GUILD, ALICE, JobKind.SWAP, {"train_seconds": 1, "clip_name": "two.mp4", "face": 2},
+            identity_ids=[enrolled.alice], input=await store.read_blob(asked.video),
+        )  # fmt: skip
+        await worker.drain()
+        done = await store.get_job(pick.id)
+        assert done.status is JobStatus.SUCCEEDED, done.error
+        report = (await store.get_result(GUILD, pick.id, ALICE)).report
+        assert report["track"] == 1 and report["tracks"] == 2 and report["frames"] == 6
+    assert worker.leftovers == []
+
+
+async def test_cancel_during_training_ends_the_job_within_5_s(enrolled: Enrolled) -> None:
+    worker = RecordingWorker(enrolled.settings)  # the default 2 s heartbeat is what notices the cancel
+    async with open_storage(enrolled.settings, synchronous="NORMAL") as store:
+        job = await store.enqueue(
+            GUILD, ALICE, JobKind.SWAP, {"train_seconds": 600, "filename": "man.mp4"},
+            identity_ids=[enrolled.alice], input=enrolled.media.clip,
+        )  # fmt: skip
+        running = asyncio.create_task(worker.drain())
+        try:
+            await wait_job(store, job.id, lambda j: j.progress.stage == "train", timeout=90,
+                           what="training", alive=lambda: not running.done())  # fmt: skip
+            asked = time.monotonic()
+            await store.cancel_job(GUILD, job.id, ALICE)
+            done = await wait_job(store, job.id, lambda j: j.status.is_final, timeout=10, what="the cancel")
+            took = time.monotonic() - asked
+        finally:
+            if not running.done():
+                worker.request_stop()  # a failed wait must not leave ten minutes of training behind
+            await asyncio.wait_for(running, 60)
+    assert done.status is JobStatus.CANCELLED and took <= 5.0, f"{done.status.value} after {took:.1f} s"
+    assert done.checkpoint is None
+    assert worker.leftovers == []
+
+
+async def test_jobs_of_two_users_take_turns(fresh_settings: Settings, media: Media) -> None:
+    # Alice queues three jobs, then Bob three: one worker serves them Alice, Bob, Alice, Bob, ...
+    async with open_storage(fresh_settings, synchronous="NORMAL") as store:
+        queued = []
+        for owner, photo in ((ALICE, media.alice_photo), (BOB, media.bob_photo)):
+            for n in range(3):
+                identity = await store.create_identity(GUILD, owner, f"person {n}")
+                await store.add_upload(
+                    GUILD, identity.id, owner, photo, kind=UploadKind.IMAGE, filename="face.jpg"
+                )
+                queued.append(
+                    await store.enqueue(GUILD, owner, JobKind.PREPARE, {}, identity_ids=[identity.id])
+                )
+        worker = RecordingWorker(fresh_settings)
+        await worker.drain()
+        jobs = [await store.get_job(job.id) for job in queued]
+    assert [owner for _, owner in worker.ran] == [ALICE, BOB] * 3
+    assert [job_id for job_id, _ in worker.ran] == [queued[i].id for i in (0, 3, 1, 4, 2, 5)]
+    assert all(job.status is JobStatus.SUCCEEDED for job in jobs), [job.error for job in jobs]
+    assert worker.leftovers == []
+
+
+async def test_a_shutdown_just_after_the_last_stage_keeps_the_finished_work(
+    fresh_settings: Settings, media: Media, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = RecordingWorker(fresh_settings)
+    prepare = worker_module._HANDLERS[JobKind.PREPARE]
+
+    def prepare_then_sigterm(ctx: worker_module.JobContext) -> worker_module.Outcome:
+        outcome = prepare(ctx)
+        worker.request_stop()  # what the SIGTERM handler does, arriving as the job finishes
+        return outcome
+
+    monkeypatch.setitem(worker_module._HANDLERS, JobKind.PREPARE, prepare_then_sigterm)
+    async with open_storage(fresh_settings, synchronous="NORMAL") as store:
+        alice = await store.create_identity(GUILD, ALICE, "Alice")
+        await store.add_upload(
+            GUILD, alice.id, ALICE, media.alice_photo, kind=UploadKind.IMAGE, filename="a.jpg"
+        )
+        job = await store.enqueue(GUILD, ALICE, JobKind.PREPARE, {}, identity_ids=[alice.id])
+        await worker.drain()
+        done = await store.get_job(job.id)
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    assert worker.leftovers == []
+
+
+async def test_a_clip_without_a_face_fails_with_a_message_for_the_user(enrolled: Enrolled) -> None:
+    worker = RecordingWorker(enrolled.settings)
+    async with open_storage(enrolled.settings, synchronous="NORMAL") as store:
+        job = await store.enqueue(
+            GUILD, ALICE, JobKind.SWAP, {"train_seconds": 1, "clip_name": "holiday.mp4"},
+            identity_ids=[enrolled.alice], input=enrolled.media.faceless,
+        )  # fmt: skip
+        await worker.drain()
+        done = await store.get_job(job.id)
+        with pytest.raises(NotFound):
+            await store.get_result(GUILD, job.id, ALICE)
+    assert done.status is JobStatus.FAILED and done.attempts == 1  # not retried: retrying cannot help
+    assert done.error is not None and done.error.startswith("No face was found in holiday.mp4.")
+    assert "Traceback" not in done.error and 'File "' not in done.error and "NoFaceFound" not in done.error
+    assert worker.leftovers == []
+
+
+async def test_a_crash_is_retried_later_with_a_plain_message(
+    enrolled: Enrolled, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom: an engine bug")
+
+    monkeypatch.setattr(pipeline, "scan_video", broken)
+    worker = RecordingWorker(enrolled.settings)
+    async with open_storage(enrolled.settings, synchronous="NORMAL") as store:
+        job = await store.enqueue(
+            GUILD, ALICE, JobKind.SWAP, {"train_seconds": 1}, identity_ids=[enrolled.alice],
+            input=enrolled.media.clip,
+        )  # fmt: skip
+        await worker.drain()
+        done = await store.get_job(job.id)
+    assert done.status is JobStatus.QUEUED and done.attempts == 1  # back in the queue after a back-off
+    assert done.error is not None and "boom" not in done.error and "went wrong on our side" in done.error
+    assert worker.ran == [(job.id, ALICE)] and worker.leftovers == []
