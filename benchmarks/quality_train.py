@@ -111,6 +111,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--batch", type=int, default=None, help="faces per identity per step")
+    parser.add_argument(
+        "--decay-from", type=float, default=None, help="TrainConfig.decay_from (default: its own)"
+    )
+    parser.add_argument("--no-decay", action="store_true", help="constant learning rate")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="auto")
@@ -132,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         defaults,
         lr=args.lr or defaults.lr,
         batch=args.batch or defaults.batch,
+        decay_from=None if args.no_decay else (args.decay_from or defaults.decay_from),
         seed=args.seed,
         device=args.device,
         plateau_patience=None,
@@ -158,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     bank = FaceBank(cfg, list(train))
     print(
         f"{cfg.name} width {cfg.width:g} size {cfg.size} ({model_flops(cfg) / 1e9:.3f} GFLOP/sample), "
-        f"lr {tcfg.lr:g}, batch {tcfg.batch} x 2, {torch.get_num_threads()} threads; "
+        f"lr {tcfg.lr:g} (decay from {tcfg.decay_from}), batch {tcfg.batch} x 2, {torch.get_num_threads()} threads; "
         f"train {', '.join(f'{k} {len(v)}' for k, v in train.items())}; "
         f"held out {', '.join(f'{k} {len(v)}' for k, v in held.items())}"
     )

@@ -185,23 +185,42 @@ def test_loss_falls_on_real_faces(data, tmp_path):
 
 def test_resume_gives_the_same_next_losses(data, tmp_path):
     start = state(fresh_bank())
+    cfg = quick(max_steps=8, seed=3, decay_from=0.5)  # the lr schedule must resume too
 
-    def run(steps, path, resume=True):
+    def run(path, stop_after=None):
         bank = fresh_bank()
         bank.load_state_dict(start)
         losses: list[float] = []
-        trainer = Trainer(bank, data, quick(max_steps=steps, seed=3), path, resume=resume)
-        trainer.run(lambda p: losses.append(p.losses["total"]))
-        return losses, bank
+        polls = iter(range(100))
+        result = Trainer(bank, data, cfg, path).run(
+            lambda p: losses.append(p.losses["total"]),
+            should_stop=None if stop_after is None else lambda: next(polls) >= stop_after,
+        )
+        return losses, bank, result
 
-    straight, bank_a = run(8, tmp_path / "a.pt")
-    first, _ = run(4, tmp_path / "b.pt")
-    rest, bank_b = run(8, tmp_path / "b.pt")  # resumes from step 4
+    straight, bank_a, _ = run(tmp_path / "a.pt")
+    first, _, interrupted = run(tmp_path / "b.pt", stop_after=4)
+    rest, bank_b, resumed = run(tmp_path / "b.pt")  # resumes from step 4
+    assert interrupted.stopped == "cancelled" and resumed.stopped == "steps" and resumed.step == 8
     assert first == pytest.approx(straight[:4], rel=1e-6)
     assert len(rest) == 4
     assert rest == pytest.approx(straight[4:], rel=1e-5, abs=1e-7)
     for (name, a), b in zip(bank_a.state_dict().items(), bank_b.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_lr_holds_then_decays(data, tmp_path):
+    trainer = Trainer(
+        fresh_bank(), data, quick(lr=1e-3, max_steps=100, decay_from=0.5, final_lr=0.1), tmp_path / "c"
+    )
+    lrs = []
+    for step in (0, 50, 75, 100):
+        trainer.step = step
+        lrs.append(trainer.lr_now())
+    assert lrs == pytest.approx([1e-3, 1e-3, 0.55e-3, 1e-4])
+    constant = Trainer(fresh_bank(), data, quick(lr=1e-3, max_steps=100, decay_from=None), tmp_path / "d")
+    constant.step = 99
+    assert constant.lr_now() == 1e-3
 
 
 def test_a_five_second_budget_stops_within_a_second(data, tmp_path):
