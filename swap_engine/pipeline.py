@@ -125,8 +125,8 @@ def load_scan(path: Path) -> ClipScan:
     return ClipScan(tracks, frame_count, cuts, width, height)
 
 
-def write_contact_sheet(clip: Path, scan: ClipScan, out: Path) -> Path:
-    """Numbered thumbnails of every track (number = track index) from each track's best frame."""
+def write_contact_sheet(clip: Path, scan: ClipScan, out: Path, *, first_number: int = 0) -> Path:
+    """Numbered thumbnails of every track (number = track index + ``first_number``) from each track's best frame."""
     wanted = {t.best_frame(): t for t in scan.tracks}
     thumbs: dict[int, np.ndarray] = {}
     for i, frame in enumerate(video.read_frames(clip)):
@@ -135,7 +135,7 @@ def write_contact_sheet(clip: Path, scan: ClipScan, out: Path) -> Path:
             thumbs[t.index] = track_thumbnail(frame, t.faces[i])
             if len(thumbs) == len(wanted):
                 break
-    sheet = contact_sheet([thumbs[t.index] for t in scan.tracks if t.index in thumbs])
+    sheet = contact_sheet([thumbs[t.index] for t in scan.tracks if t.index in thumbs], first_number=first_number)
     return save_image(out, sheet)
 
 
@@ -205,6 +205,7 @@ class TrainPlan:
     seconds: float
     seed: int = 0
     batch: int | None = None
+    checkpoint_every_s: float = 60.0
 
 
 def open_bank(bank_path: Path, model: str, identities: list[str]) -> object:
@@ -244,7 +245,7 @@ def train_bank(
         "budget_seconds": plan.seconds,
         "device": plan.device,
         "seed": plan.seed,
-        "checkpoint_every_s": 60.0,
+        "checkpoint_every_s": plan.checkpoint_every_s,
         "preview_every_s": 15.0,
         "plateau_patience": None,
     }

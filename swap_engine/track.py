@@ -168,8 +168,11 @@ def scan_clip(
     return ClipScan(link_tracks(per_frame, cuts), len(per_frame), cuts, width, height)
 
 
-def contact_sheet(thumbnails: Sequence[np.ndarray], *, cell: int = 160, columns: int = 4) -> np.ndarray:
-    """Numbered thumbnails (RGB, any size) in a grid: number N is track N. Returns an RGB uint8 image."""
+def contact_sheet(
+    thumbnails: Sequence[np.ndarray], *, cell: int = 160, columns: int = 4, first_number: int = 0
+) -> np.ndarray:
+    """Numbered thumbnails (RGB, any size) in a grid: thumbnail k is labelled ``first_number + k`` (the command line
+    counts tracks from 0, the bot's "Face N" buttons from 1). Returns an RGB uint8 image."""
     if not thumbnails:
         raise ValueError("no thumbnails")
     columns = min(columns, len(thumbnails))
@@ -180,7 +183,7 @@ def contact_sheet(thumbnails: Sequence[np.ndarray], *, cell: int = 160, columns:
         tile = cv2.resize(thumb, (cell - 8, cell - 8), interpolation=cv2.INTER_AREA)
         y, x = r * cell + 4, c * cell + 4
         sheet[y : y + cell - 8, x : x + cell - 8] = tile
-        label = str(n)
+        label = str(first_number + n)
         scale = cell / 160
         (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 1.0 * scale, 2)
         cv2.rectangle(sheet, (x, y), (x + tw + 12, y + th + 12), (0, 0, 0), -1)

@@ -419,8 +419,29 @@ def _train_with_oom_fallback(plan: pipeline.TrainPlan, on_progress: Callable[[An
         ) from exc
 
 
+def run_refit(ctx: JobContext) -> Outcome:
+    """Re-encode a finished swap (the job's input) to at most ``max_bytes``: the bot asks for this when Discord
+    refuses a video as too large for the server. The result keeps its label (it is in the pixels) and metadata."""
+    from swap_engine.label import SYNTHETIC_METADATA
+    from swap_engine.video import fit_to_size
+
+    job = ctx.job
+    if job.input is None:
+        raise NoFaceFound("There is no video to make smaller.", hint="Run the swap again.")
+    max_bytes = int(job.payload.get("max_bytes") or ctx.settings.output_max_bytes)
+    ctx.progress("convert", 10, "making the video smaller for this server")
+    (ctx.folder / "input").mkdir(exist_ok=True)
+    src = ctx.call(ctx.store.decrypt_to(job.input, ctx.folder / "input" / "swap.mp4"))
+    out = ctx.folder / "smaller.mp4"
+    fit = fit_to_size(src, out, max_bytes, metadata=SYNTHETIC_METADATA)
+    return Outcome(video=out, report={"kind": "swap", "refit_of": job.payload.get("refit_of"),
+                                      "bytes": fit.size_bytes, "width": fit.width, "height": fit.height})
+
+
 def run_swap(ctx: JobContext) -> Outcome:
     """scan → (choose) → actor → train → convert, resuming after the last finished stage."""
+    if ctx.job.payload.get("refit_of"):
+        return run_refit(ctx)
     from swap_engine.convert import ConvertOptions, convert_clip
     from swap_engine.model import load_bank
 
@@ -461,7 +482,8 @@ def run_swap(ctx: JobContext) -> Outcome:
         track = int(payload["face"]) - 1
     if track is None:
         if len(scan.tracks) > 1 and scan.tracks[1].score >= COMPETING_TRACK_SHARE * scan.tracks[0].score:
-            sheet = pipeline.write_contact_sheet(clip, scan, ctx.folder / "tracks.jpg")
+            # Numbered from 1, like the bot's "Face N" buttons and /swap face:N.
+            sheet = pipeline.write_contact_sheet(clip, scan, ctx.folder / "tracks.jpg", first_number=1)
             # The bot's protocol: the clip is kept as the video (the job's input is released when it ends), so the
             # follow-up swap with the chosen face can be queued from it.
             return Outcome(video=clip, comparison=sheet, report={

@@ -7,6 +7,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from famswap.config import Settings
@@ -190,3 +191,32 @@ async def test_a_crash_is_retried_later_with_a_plain_message(
     assert done.status is JobStatus.QUEUED and done.attempts == 1  # back in the queue after a back-off
     assert done.error is not None and "boom" not in done.error and "went wrong on our side" in done.error
     assert worker.ran == [(job.id, ALICE)] and worker.leftovers == []
+
+
+async def test_a_refit_job_makes_a_finished_video_smaller(enrolled: Enrolled, tmp_path: Path) -> None:
+    # The bot asks for this when Discord refuses a result as too large for the server.
+    from swap_engine.label import SYNTHETIC_METADATA
+    from swap_engine.video import VideoWriter, probe, read_frames
+
+    big = tmp_path / "big.mp4"
+    with VideoWriter(big, 320, 240, 25, crf=4, metadata=SYNTHETIC_METADATA) as writer:
+        rng = np.random.default_rng(0)
+        for _ in range(50):
+            writer.write(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8))  # noise: hard to compress
+    limit = big.stat().st_size // 4
+    worker = RecordingWorker(enrolled.settings)
+    async with open_storage(enrolled.settings, synchronous="NORMAL") as store:
+        job = await store.enqueue(
+            GUILD, ALICE, JobKind.SWAP, {"refit_of": 7, "max_bytes": limit}, identity_ids=[enrolled.alice],
+            input=big,
+        )  # fmt: skip
+        await worker.drain()
+        done = await store.get_job(job.id)
+        assert done.status is JobStatus.SUCCEEDED, done.error
+        result = await store.get_result(GUILD, job.id, ALICE)
+        assert result.video is not None and result.report["refit_of"] == 7
+        smaller = await store.decrypt_to(result.video, tmp_path / "smaller.mp4")
+    assert smaller.stat().st_size <= limit
+    assert sum(1 for _ in read_frames(smaller)) == 50
+    assert probe(smaller).tags.get("comment") == SYNTHETIC_METADATA["comment"]
+    assert worker.leftovers == []
