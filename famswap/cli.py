@@ -91,7 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"famswap: {exc.user_text()}", file=sys.stderr)
         return EXIT_USAGE
-    setup_logging(settings.log_level)
+    # Worker lines are prefixed so the mixed output of `famswap run` says which process spoke.
+    setup_logging(settings.log_level, process=f"worker {getattr(args, 'device', None) or settings.device}" if args.command == "worker" else None)
     try:
         return int(args.handler(settings, args) or EXIT_OK)
     except ConfigError as exc:
