@@ -202,14 +202,20 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 class Trainer:
-    """Trains ``bank``'s encoder and the decoders of ``data``'s identities; see the module docstring."""
+    """Trains ``bank``'s encoder and the decoders of ``data``'s identities; see the module docstring.
+
+    ``cfg`` None means ``TrainConfig()``. With ``resume`` (the default) an existing ``checkpoint_path`` is loaded
+    into ``bank`` and training continues from it; it must have been written for the same model, the same bank
+    identities and the same trained identities (else ``TrainingError``; ``resume=False`` starts over).
+    The bank is moved to the device and stays there.
+    """
 
     def __init__(
         self,
         bank: FaceBank,
         data: dict[str, TrainSet],
-        cfg: TrainConfig | None = None,
-        checkpoint_path: str | os.PathLike[str] = "train.ckpt",
+        cfg: TrainConfig | None,
+        checkpoint_path: str | os.PathLike[str],
         *,
         resume: bool = True,
     ) -> None:
