@@ -7,7 +7,8 @@ too), "best" from the fastest step: close to what an idle machine gives when oth
 CPU and, when present, on CUDA with bf16 autocast and channels-last. Needs torch and numpy only (no mediapipe,
 no OpenCV).
 
-    .venv/bin/python benchmarks/bench_model.py                  # all presets, widths 1 0.5 0.25, ~1-2 min on 2 cores
+    .venv/bin/python benchmarks/bench_model.py      # all presets, widths 1 0.5 0.25: ~1-2 min on 2 cores (the
+                                                    # configs whose step would pass --max-step-seconds are skipped)
     .venv/bin/python benchmarks/bench_model.py --models lite --widths 0.25 0.375 0.5 --seconds 5
 """
 
@@ -123,6 +124,12 @@ def main(argv: list[str] | None = None) -> None:
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
     )
     parser.add_argument("--compile", action="store_true", help="torch.compile the modules (GPU runs)")
+    parser.add_argument(
+        "--max-step-seconds",
+        type=float,
+        default=15.0,
+        help="skip a config whose step would take longer, judged by the FLOP rate of the smaller ones (0: no limit)",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -143,15 +150,27 @@ def main(argv: list[str] | None = None) -> None:
             f"{'model':9} {'width':>5} {'size':>4} {'params M':>8} {'GFLOP/smp':>9} {'samples/s':>10} {'best':>7} "
             f"{'TFLOP/s':>8} {'MFU':>6} {'steps':>5}"
         )
-        for name in args.models:
-            for width in args.widths:
-                r = bench_one(name, width, device, args.batch, args.seconds, args.compile)
-                mfu = f"{100 * r['mfu']:5.1f}%" if r["mfu"] is not None else "     -"
+        # Smallest first, so the FLOP rate measured so far predicts whether a big config fits the time.
+        configs = sorted(
+            ((n, w) for n in args.models for w in args.widths),
+            key=lambda c: model_flops(model_config(c[0], width=c[1])),
+        )
+        rate = 0.0  # best training FLOP/s so far
+        for name, width in configs:
+            step_flops = 3 * model_flops(model_config(name, width=width)) * 2 * args.batch
+            if args.max_step_seconds and rate and step_flops / rate > args.max_step_seconds:
                 print(
-                    f"{r['model']:9} {r['width']:5.3g} {r['size']:4d} {r['params_m']:8.1f} {r['gflops']:9.3f} "
-                    f"{r['samples_s']:10.1f} {r['best_s']:7.1f} {r['tflops']:8.3f} {mfu:>6} {r['steps']:5d}",
-                    flush=True,
+                    f"{name:9} {width:5.3g}  skipped: about {step_flops / rate:.0f} s a step (--max-step-seconds)"
                 )
+                continue
+            r = bench_one(name, width, device, args.batch, args.seconds, args.compile)
+            rate = max(rate, r["tflops"] * 1e12)
+            mfu = f"{100 * r['mfu']:5.1f}%" if r["mfu"] is not None else "     -"
+            print(
+                f"{r['model']:9} {r['width']:5.3g} {r['size']:4d} {r['params_m']:8.1f} {r['gflops']:9.3f} "
+                f"{r['samples_s']:10.1f} {r['best_s']:7.1f} {r['tflops']:8.3f} {mfu:>6} {r['steps']:5d}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -156,14 +156,18 @@ def main(argv: list[str] | None = None) -> None:
     train = {k: v[0] for k, v in sets.items()}
     held = {k: v[1] for k, v in sets.items()}
     out = (
-        args.out or args.cache / "runs" / f"{cfg.name}-w{cfg.width:g}-s{cfg.size}-lr{tcfg.lr:g}-b{tcfg.batch}"
+        args.out
+        or args.cache
+        / "runs"
+        / f"{cfg.name}-w{cfg.width:g}-s{cfg.size}-lr{tcfg.lr:g}-b{tcfg.batch or 'auto'}"
     )
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
     bank = FaceBank(cfg, list(train))
+    trainer = Trainer(bank, train, tcfg, out / "train.ckpt", resume=False)
     print(
         f"{cfg.name} width {cfg.width:g} size {cfg.size} ({model_flops(cfg) / 1e9:.3f} GFLOP/sample), "
-        f"lr {tcfg.lr:g} (decay from {tcfg.decay_from}), batch {tcfg.batch} x 2, {torch.get_num_threads()} threads; "
+        f"lr {tcfg.lr:g} (decay from {tcfg.decay_from}), batch {trainer.batch} x 2, {torch.get_num_threads()} threads; "
         f"train {', '.join(f'{k} {len(v)}' for k, v in train.items())}; "
         f"held out {', '.join(f'{k} {len(v)}' for k, v in held.items())}"
     )
@@ -187,7 +191,6 @@ def main(argv: list[str] | None = None) -> None:
             pending.pop(0)
             report(p.step, p.elapsed_s, p.losses["total"])
 
-    trainer = Trainer(bank, train, tcfg, out / "train.ckpt", resume=False)
     result = trainer.run(on_progress)
     report(result.step, result.elapsed_s, result.losses["total"])
     curve = [h for i, h in enumerate(result.history) if i % max(1, len(result.history) // 12) == 0]

@@ -139,7 +139,7 @@ class EpochSampler:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    batch: int = 16  # faces per identity per step
+    batch: int | None = None  # faces per identity per step; None: 8 on a CPU (measured best), 32 on a GPU
     lr: float = 3e-4  # Adam; the classic 5e-5 learns far slower in a short budget (see the module docstring)
     betas: tuple[float, float] = (0.5, 0.999)
     budget_seconds: float | None = 600.0  # wall clock, summed over resumed runs
@@ -267,7 +267,7 @@ class Trainer:
         self.sampler = EpochSampler({i: len(data[i]) for i in self.ids}, self.gen)
         self.step = 0
         self.elapsed = 0.0
-        self.batch = cfg.batch
+        self.batch = cfg.batch or (32 if cuda else 8)
         self.smooth_loss: float | None = None
         self.best_loss = math.inf
         self.best_step = 0
