@@ -1,0 +1,113 @@
+"""`famswap swap` and `famswap tracks` as a user runs them: a real process on tiny clips cut from the shared media."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from swap_engine import video
+
+FRAMES = 20
+
+
+def _cut(src: Path, dst: Path, frames: int, size: tuple[int, int] | None) -> Path:
+    info = video.probe(src)
+    w, h = size or info.size
+    with video.VideoWriter(dst, w, h, info.fps, audio_from=src if info.has_audio else None) as writer:
+        for frame in video.read_frames(src, max_frames=frames, size=size):
+            writer.write(frame)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def media(clips: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("cli-media")
+    return {
+        "clip": _cut(clips / "selfie_woman_short.mp4", folder / "clip.mp4", FRAMES, (160, 160)),
+        "person": _cut(clips / "selfie_man.mp4", folder / "person.mp4", FRAMES, (160, 160)),
+        "stage": _cut(clips / "stage_multi_face.mp4", folder / "stage.mp4", 24, None),
+    }
+
+
+@pytest.fixture
+def env(tmp_path: Path, model_dir: Path) -> dict[str, str]:
+    home = tmp_path / "home"
+    home.mkdir()
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("FAMSWAP_", "DISCORD_"))}
+    return {**keep, "FAMSWAP_HOME": str(home), "FAMSWAP_MODEL_DIR": str(model_dir),
+            "FAMSWAP_KEY_FILE": str(tmp_path / "key")}  # fmt: skip
+
+
+def famswap(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "famswap.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
+    )
+
+
+def famswap_lines(stderr: str) -> list[str]:
+    """famswap's own error lines (MediaPipe's C++ logging and the progress bars share stderr)."""
+    return [line for line in stderr.splitlines() if line.startswith("famswap:")]
+
+
+def test_swap_start_to_finish(media: dict[str, Path], env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "result" / "OUT.mp4"
+    run = famswap(
+        ["swap", str(media["clip"]), "--identity-from", str(media["person"]), "--train-minutes", "0.05",
+         "--out", str(out), "--device", "cpu"],
+        env, tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr
+    for stage in ("enroll", "scan", "actor", "train", "convert", "done"):
+        assert any(line.startswith(stage) for line in run.stderr.replace("\r", "\n").splitlines()), stage
+    report = json.loads(out.with_name("OUT.json").read_text())
+    assert report["frames"] == FRAMES and report["has_audio"] and report["swapped"] > FRAMES // 2
+    info = video.probe(out, count_frames=True)
+    assert info.frame_count == FRAMES and info.has_audio and info.size == (160, 160)
+    assert info.tags.get("synthetic") == "true"
+    gif = out.with_name("OUT.compare.gif")
+    assert gif.is_file() and gif.read_bytes()[:3] == b"GIF"
+    assert report["comparison"] == str(gif)
+
+
+def test_swap_refuses_a_text_file_as_the_clip(media: dict[str, Path], env: dict[str, str], tmp_path: Path) -> None:
+    clip = tmp_path / "notes.mp4"
+    clip.write_text("this is not a video\n" * 50)
+    out = tmp_path / "OUT.mp4"
+    run = famswap(["swap", str(clip), "--identity-from", str(media["person"]), "--out", str(out)], env, tmp_path)
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr
+    lines = famswap_lines(run.stderr)
+    assert len(lines) == 1 and "notes.mp4" in lines[0], run.stderr
+    assert not out.exists()
+
+
+def test_swap_refuses_a_person_without_a_face(
+    media: dict[str, Path], env: dict[str, str], photos: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "OUT.mp4"
+    run = famswap(
+        ["swap", str(media["clip"]), "--identity-from", str(photos / "dog_no_human_face.jpg"), "--out", str(out)],
+        env, tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr
+    lines = famswap_lines(run.stderr)
+    assert len(lines) == 1 and "face" in lines[0].lower(), run.stderr
+    assert not out.exists() and not list(tmp_path.glob("OUT*"))
+
+
+def test_tracks_lists_faces_and_writes_a_contact_sheet(
+    media: dict[str, Path], env: dict[str, str], tmp_path: Path
+) -> None:
+    sheet = tmp_path / "sheet.jpg"
+    run = famswap(["tracks", str(media["stage"]), "--out", str(sheet)], env, tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    tracks = [line for line in run.stdout.splitlines() if line.startswith("track ")]
+    assert len(tracks) >= 2 and tracks[0].startswith("track 0:")
+    assert sheet.is_file() and sheet.read_bytes()[:2] == b"\xff\xd8"
