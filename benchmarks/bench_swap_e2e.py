@@ -7,7 +7,7 @@
 What the bot has done by the time a swap is posted: an enroll (a prepare job on the selfie video) and a swap job on
 the clip, each run here by the real worker (``Worker.run(once=True)``) against a fresh data home in a temp folder,
 with the default settings (FAMSWAP_* variables in the environment still apply): the device's default model (lite on
-a CPU), FAMSWAP_TRAIN_MINUTES_CPU (10) times the quality's share (preview: a quarter; best: all), the 10 MB output
+a CPU), FAMSWAP_TRAIN_MINUTES_CPU (10) for quality preview, three times that for best, the 10 MB output
 limit. Stage times come from wrapping the engine calls the worker makes; "storage and the rest" is what is left
 of a job (decrypting inputs, encrypting checkpoints and results, progress rows, model loading).
 """
@@ -168,7 +168,7 @@ async def run(args: argparse.Namespace, shared: Path, tmp: Path) -> None:
     timings = report.get("timings", {})
     budget = "the --train-minutes override" if args.train_minutes is not None else (
         f"FAMSWAP_TRAIN_MINUTES_{'GPU' if worker.device.startswith('cuda') else 'CPU'} x "
-        f"{'1' if quality == 'best' else '0.25'} for quality {quality}")  # fmt: skip
+        f"{'3' if quality == 'best' else '1'} for quality {quality}")  # fmt: skip
     print(f"model  {plan.model}; training budget {plan.seconds:.0f} s ({budget})")
     print()
 

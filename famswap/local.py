@@ -120,9 +120,8 @@ def swap(settings: Settings, args: argparse.Namespace) -> int:
     info = probe(clip)
     device = pipeline.resolve_device(args.device or settings.device)
     model = args.model or (settings.model if settings.model != "auto" else pipeline.default_model(device))
-    minutes = args.train_minutes
-    if minutes is None:
-        minutes = settings.train_minutes_gpu if device.startswith("cuda") else settings.train_minutes_cpu
+    minutes = args.train_minutes if args.train_minutes is not None else settings.train_seconds(device) / 60.0
+    pipeline.configure_torch(settings.torch_thread_count())
     _say(f"famswap     {clip.name}: {info.width}x{info.height}, {info.duration:.1f} s; model {model} on {device}, "
          f"training {minutes:g} min")
     with _work_folder(settings) as work:

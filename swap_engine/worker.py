@@ -314,13 +314,11 @@ def mark_gif_synthetic(path: Path) -> Path:
 
 
 def train_seconds(ctx: JobContext) -> float:
-    """The training budget: payload override, else by device and quality (preview = a quarter of the full one)."""
+    """The training budget: the payload's override, else by device and quality (see ``Settings.train_seconds``)."""
     payload = ctx.job.payload
     if payload.get("train_seconds"):
         return float(payload["train_seconds"])
-    s = ctx.settings
-    minutes = s.train_minutes_gpu if ctx.device.startswith("cuda") else s.train_minutes_cpu
-    return minutes * 60.0 * (1.0 if payload.get("quality", s.quality) == "best" else 0.25)
+    return ctx.settings.train_seconds(ctx.device, payload.get("quality"))
 
 
 def _identity_faces(ctx: JobContext, identity: Identity) -> Path:
@@ -557,6 +555,7 @@ class Worker:
         self.lease_s = lease_s
         self.stopping = threading.Event()
         self.jobs_done = 0
+        pipeline.configure_torch(settings.torch_thread_count())
 
     def request_stop(self) -> None:
         """Finish no new job; checkpoint the running one and hand it back (SIGTERM does this)."""

@@ -90,3 +90,25 @@ def test_missing_token_says_how_to_set_it(tmp_path: Path) -> None:
     with pytest.raises(MissingToken) as info:
         s.require_token()
     assert "DISCORD_TOKEN" in info.value.user_text()
+
+
+def test_training_budget_by_device_and_quality(tmp_path: Path) -> None:
+    s = Settings.load(
+        {"FAMSWAP_TRAIN_MINUTES_CPU": "10", "FAMSWAP_TRAIN_MINUTES_GPU": "4"}, env_file=tmp_path / "absent.env"
+    )
+    assert s.train_seconds("cpu") == 600.0  # the default quality is preview
+    assert s.train_seconds("cpu", "best") == 1800.0
+    assert s.train_seconds("cuda:1", "preview") == 240.0
+    best = Settings.load({"FAMSWAP_QUALITY": "best"}, env_file=tmp_path / "absent.env")
+    assert best.train_seconds("cuda") == best.train_minutes_gpu * 60 * 3
+
+
+def test_torch_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings.load({"FAMSWAP_TORCH_THREADS": "3"}, env_file=tmp_path / "a").torch_thread_count() == 3
+    auto = Settings.load({}, env_file=tmp_path / "a")
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert auto.torch_thread_count() == 1
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert auto.torch_thread_count() is None
+    with pytest.raises(ConfigError, match="FAMSWAP_TORCH_THREADS"):
+        Settings.load({"FAMSWAP_TORCH_THREADS": "-2"}, env_file=tmp_path / "a")
