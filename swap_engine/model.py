@@ -70,8 +70,10 @@ _PRESETS: dict[str, ModelConfig] = {
         dec_channels=(512, 256, 128),
         learn_mask=True,
     ),
-    # The classic layout at a quarter of its width, with a mask: chosen by measurement on a 2-core CPU
-    # (see benchmarks/quality_train.py and docs in train.py).
+    # The classic layout at a quarter of its width, with a mask, for CPUs. Measured on 2 cores (quality_train.py):
+    # half width costs 3.5-4x more per step and learns no more per step early on, so it loses within 10 minutes;
+    # an eighth of the width runs 2x faster and wins at 1 minute, ties at 10, but falls behind as training goes on
+    # (and a guild's bank keeps training across swaps), so a quarter it is.
     "lite": ModelConfig(name="lite", size=64, width=0.25, learn_mask=True),
 }
 

@@ -12,8 +12,15 @@
   every ``checkpoint_every_s``, when ``request_checkpoint()`` is called, on stop, cancel, SIGTERM and at the end.
 - ``swap_faces(bank, crops, identity)``: inference on crops of any square size, resized to and from the model size.
 
-Default hyper-parameters are the ones measured to learn fastest on a 2-core CPU with the ``lite`` model
-(``benchmarks/quality_train.py``); on a GPU raise ``batch``.
+Defaults were measured on a 2-core CPU with ``benchmarks/quality_train.py`` (``lite``, two real people, held-out
+reconstruction L1 and SSIM inside the face mask; runs compared at equal steps, then converted to equal time with
+the measured throughput):
+
+- lr 3e-4 (Adam, betas 0.5/0.999): 1e-3 learns faster for ~150 steps, then collapses; 1e-4 lags (600 steps:
+  SSIM 0.64/0.73 vs 0.69/0.79 at 3e-4), and the classic 5e-5 can only be slower still in a short budget.
+- batch 8 per identity: per sample it learns more than 16 (same 38k samples: SSIM 0.74/0.85 vs 0.69/0.79) and a
+  CPU pushes as many samples per second through either.
+- a cosine decay over the last quarter of the budget: same SSIM, 15 % lower L1 (sharper) than a constant lr.
 """
 
 from __future__ import annotations
