@@ -123,7 +123,7 @@ def augment_batch(
         )
     else:
         grid_warp = grid_target
-    # Colour first (same change for input and target), then both geometric samplings in one call.
+    # Colour first (the same change for input and target), then the two samplings; maps follow the target only.
     jittered = colour_jitter(images, cfg, gen) if _has_colour(cfg) else images
     stack = jittered if maps is None else torch.cat([jittered, maps.to(images.dtype)], 1)  # (n, 3+K, S, S)
     sample = dict(mode="bilinear", padding_mode="reflection", align_corners=True)
