@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
+import shutil
 import signal
 import tarfile
 import threading
@@ -144,6 +146,24 @@ def unpack_faceset(archive: Path, folder: Path) -> Path:
     return folder
 
 
+def merge_facesets(new: Path, earlier: Path) -> int:
+    """Append the faces of an earlier face set (same crop size and coverage) to ``new``; returns the total."""
+    from swap_engine.faceset import FACESET_JSON
+
+    doc = json.loads((new / FACESET_JSON).read_text(encoding="utf-8"))
+    old = json.loads((earlier / FACESET_JSON).read_text(encoding="utf-8"))
+    if (old.get("size"), old.get("coverage")) != (doc.get("size"), doc.get("coverage")):
+        log.warning("an earlier face set has another crop size or coverage; starting afresh")
+        return len(doc["faces"])
+    faces = doc["faces"]
+    for record in old["faces"]:
+        name = f"faces/{len(faces):04d}.png"
+        shutil.copyfile(earlier / record["file"], new / name)
+        faces.append({**record, "file": name})
+    (new / FACESET_JSON).write_text(json.dumps(doc), encoding="utf-8")
+    return len(faces)
+
+
 def _save_part(obj: dict[str, Any], path: Path) -> Path:
     import torch
 
@@ -217,11 +237,16 @@ def run_prepare(ctx: JobContext) -> Outcome:
     (identity_id,) = ctx.job.identity_ids
     store, guild = ctx.store, ctx.job.guild_id
     identity: Identity = ctx.call(store.get_identity(guild, identity_id))
-    uploads = [
-        u for u in ctx.call(store.list_uploads(guild, identity_id)) if u.status != UploadStatus.REJECTED
-    ]
+    usable = [u for u in ctx.call(store.list_uploads(guild, identity_id)) if u.status != UploadStatus.REJECTED]
+    # Uploads already judged may have had their raw file deleted (retention): their faces live on in the current
+    # face set, which is merged into the new one below.
+    uploads = [u for u in usable if u.blob is not None]
+    earlier = None
+    if identity.faceset is not None and any(u.blob is None for u in usable):
+        earlier = _identity_faces(ctx, identity)
     if not uploads:
-        raise NoFaceFound(f"{identity.display_name} has no photos or videos to learn from.", hint="Send some with /enroll.")
+        raise NoFaceFound(f"{identity.display_name} has no new photos or videos to learn from.",
+                          hint="Send some with /enroll.")
     inputs_dir = ctx.folder / "inputs"
     inputs_dir.mkdir(exist_ok=True)
     # Each upload keeps its own file name (in its own folder), so messages name what the user sent.
@@ -246,8 +271,10 @@ def run_prepare(ctx: JobContext) -> Outcome:
         )
     except NoFaceFound as exc:
         for u in uploads:
-            ctx.call(store.record_upload_outcome(u.id, UploadStatus.REJECTED, reason=exc.message))
-        ctx.call(store.set_identity_status(guild, identity_id, IdentityStatus.EMPTY))
+            if u.status == UploadStatus.PENDING:
+                ctx.call(store.record_upload_outcome(u.id, UploadStatus.REJECTED, reason=exc.message))
+        keep = IdentityStatus.READY if identity.faceset is not None else IdentityStatus.EMPTY
+        ctx.call(store.set_identity_status(guild, identity_id, keep))
         raise
     lines = []
     for name, u in by_name.items():
@@ -262,16 +289,20 @@ def run_prepare(ctx: JobContext) -> Outcome:
             ctx.call(store.record_upload_outcome(u.id, UploadStatus.REJECTED, reason=reason))
             lines.append(f"{shown}: rejected — {reason}")
     summary = report.summary()
+    total = len(report.kept)
+    if earlier is not None:
+        total = merge_facesets(out, earlier)
+        summary += f" ({total} faces in all with the ones enrolled before)"
     archive = pack_faceset(out, ctx.folder / "faceset.tar")
     thumb = _thumbnail_grid(out)
     ctx.call(
         store.set_faceset(
-            guild, identity_id, archive, face_count=len(report.kept),
+            guild, identity_id, archive, face_count=total,
             summary={"text": summary, "lines": lines}, thumbnail=thumb,
         )
     )  # fmt: skip
     return Outcome(comparison=thumb, report={"kind": "prepare", "identity": identity.display_name,
-                                             "faces": len(report.kept), "summary": summary, "lines": lines})
+                                             "faces": total, "summary": summary, "lines": lines})
 
 
 # -----------------------------------------------------------------------------

@@ -220,3 +220,30 @@ async def test_a_refit_job_makes_a_finished_video_smaller(enrolled: Enrolled, tm
     assert sum(1 for _ in read_frames(smaller)) == 50
     assert probe(smaller).tags.get("comment") == SYNTHETIC_METADATA["comment"]
     assert worker.leftovers == []
+
+
+async def test_enrolling_again_after_retention_keeps_the_earlier_faces(
+    fresh_settings: Settings, media: Media, photos: Path
+) -> None:
+    # Raw uploads are deleted once judged (FAMSWAP_KEEP_UPLOADS off): a second /enroll must merge, not crash.
+    worker = RecordingWorker(fresh_settings)
+    async with open_storage(fresh_settings, synchronous="NORMAL") as store:
+        alice = await store.create_identity(GUILD, ALICE, "Alice")
+        await store.add_upload(GUILD, alice.id, ALICE, media.selfie, kind=UploadKind.VIDEO, filename="me.mp4")
+        first = await store.enqueue(GUILD, ALICE, JobKind.PREPARE, {}, identity_ids=[alice.id])
+        await worker.drain()
+        assert (await store.get_job(first.id)).status is JobStatus.SUCCEEDED
+        before = (await store.get_identity(GUILD, alice.id)).face_count
+        assert before >= 1
+        assert all(u.blob is None for u in await store.list_uploads(GUILD, alice.id))  # retention dropped them
+
+        await store.add_upload(GUILD, alice.id, ALICE, photos / "obama.jpg", kind=UploadKind.IMAGE, filename="o.jpg")
+        second = await store.enqueue(GUILD, ALICE, JobKind.PREPARE, {}, identity_ids=[alice.id])
+        await worker.drain()
+        done = await store.get_job(second.id)
+        assert done.status is JobStatus.SUCCEEDED, done.error
+        after = await store.get_identity(GUILD, alice.id)
+        report = (await store.get_result(GUILD, second.id, ALICE)).report
+    assert after.face_count == before + 1 == report["faces"]
+    assert report["lines"] == ["o.jpg: 1 face kept"]
+    assert worker.leftovers == []
