@@ -119,8 +119,9 @@ class FrameSwapper:
             self.colour.reset()
 
     def prepare(self, index: int, frame: np.ndarray, face: object | None) -> _Pending:
-        """Align the frame's face (smoothed over time) or mark the frame as pass-through."""
-        if face is None or skip_reason(face, self.opts):
+        """Align the frame's face (smoothed over time), or mark the frame as pass-through when ``face`` is None
+        (the caller passes None for frames whose face is absent or not swappable, see ``skip_reason``)."""
+        if face is None:
             return _Pending(index, frame)
         start = time.perf_counter()
         if index - self._last_index > 2:
@@ -206,6 +207,7 @@ def convert_clip(
     sample_at = set(np.linspace(0, max(total - 1, 0), num=min(opts.comparison_frames, total), dtype=int).tolist())
     before: list[np.ndarray] = []
     after: list[np.ndarray] = []
+    p_original: dict[int, np.ndarray] = {}  # sampled input frames, until their output is written
     skipped: dict[str, int] = {}
     swapped = 0
     written = 0
@@ -229,7 +231,6 @@ def convert_clip(
             if on_progress is not None:
                 on_progress(written, total)
 
-    p_original: dict[int, np.ndarray] = {}
     start = time.perf_counter()
     with video.VideoWriter(
         raw, info.width, info.height, info.fps, audio_from=clip if info.has_audio else None,
@@ -249,7 +250,7 @@ def convert_clip(
                 swapped += 1
             if index in sample_at:
                 p_original[index] = frame
-            pending.append(swapper.prepare(index, frame, face))
+            pending.append(swapper.prepare(index, frame, None if reason else face))
             if sum(p.crop is not None for p in pending) >= opts.batch or len(pending) >= 4 * opts.batch:
                 write(swapper.finish(pending), pending, writer)
                 pending = []
