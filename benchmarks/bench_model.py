@@ -10,6 +10,7 @@ no OpenCV).
     .venv/bin/python benchmarks/bench_model.py      # all presets, widths 1 0.5 0.25: ~1-2 min on 2 cores (the
                                                     # configs whose step would pass --max-step-seconds are skipped)
     .venv/bin/python benchmarks/bench_model.py --models lite --widths 0.25 0.375 0.5 --seconds 5
+    .venv/bin/python benchmarks/bench_model.py --models lite --widths 0.25 --out-scales 1 2 --batch 8 --threads 1
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -55,12 +57,19 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench_one(
-    name: str, width: float, device: torch.device, batch: int, seconds: float, compile_: bool
-) -> dict:
+def config(name: str, width: float, out_scale: int | None) -> object:
+    """A preset at ``width``, with ``out_scale`` (None: the preset's)."""
     cfg = model_config(name, width=width)
+    return cfg if out_scale is None else replace(cfg, out_scale=out_scale)
+
+
+def bench_one(
+    name: str, width: float, device: torch.device, batch: int, seconds: float, compile_: bool,
+    out_scale: int | None = None,
+) -> dict:
+    cfg = config(name, width, out_scale)
     rng = np.random.default_rng(0)
-    data = {k: fake_set(64, cfg.size, rng) for k in ("a", "b")}
+    data = {k: fake_set(64, cfg.out_size, rng) for k in ("a", "b")}
     bank = FaceBank(cfg, ["a", "b"])
     with tempfile.TemporaryDirectory() as tmp:
         tcfg = TrainConfig(batch=batch, device=str(device), compile=compile_)
@@ -86,6 +95,7 @@ def bench_one(
         "model": name,
         "width": width,
         "size": cfg.size,
+        "out": cfg.out_size,
         "params_m": param_count(bank.encoder) / 1e6 + param_count(bank.decoder("a")) / 1e6,
         "gflops": flops / 1e9,
         "samples_s": sps,
@@ -118,6 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--seconds", type=float, default=3.0, help="timed seconds per config (at least one step)"
     )
+    parser.add_argument("--out-scales", nargs="+", type=int, default=[None],
+                        help="decoder output scales to try (default: each preset's own)")
     parser.add_argument("--batch", type=int, default=16, help="faces per identity per step (two identities)")
     parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when present")
     parser.add_argument(
@@ -147,27 +159,27 @@ def main(argv: list[str] | None = None) -> None:
             f"{bench_augment(device, 128, 32):,.0f} at 128 px"
         )
         print(
-            f"{'model':9} {'width':>5} {'size':>4} {'params M':>8} {'GFLOP/smp':>9} {'samples/s':>10} {'best':>7} "
+            f"{'model':9} {'width':>5} {'size':>4} {'out':>4} {'params M':>8} {'GFLOP/smp':>9} {'samples/s':>10} {'best':>7} "
             f"{'TFLOP/s':>8} {'MFU':>6} {'steps':>5}"
         )
         # Smallest first, so the FLOP rate measured so far predicts whether a big config fits the time.
         configs = sorted(
-            ((n, w) for n in args.models for w in args.widths),
-            key=lambda c: model_flops(model_config(c[0], width=c[1])),
+            ((n, w, o) for n in args.models for w in args.widths for o in args.out_scales),
+            key=lambda c: model_flops(config(*c)),
         )
         rate = 0.0  # best training FLOP/s so far
-        for name, width in configs:
-            step_flops = 3 * model_flops(model_config(name, width=width)) * 2 * args.batch
+        for name, width, out_scale in configs:
+            step_flops = 3 * model_flops(config(name, width, out_scale)) * 2 * args.batch
             if args.max_step_seconds and rate and step_flops / rate > args.max_step_seconds:
                 print(
                     f"{name:9} {width:5.3g}  skipped: about {step_flops / rate:.0f} s a step (--max-step-seconds)"
                 )
                 continue
-            r = bench_one(name, width, device, args.batch, args.seconds, args.compile)
+            r = bench_one(name, width, device, args.batch, args.seconds, args.compile, out_scale)
             rate = max(rate, r["tflops"] * 1e12)
             mfu = f"{100 * r['mfu']:5.1f}%" if r["mfu"] is not None else "     -"
             print(
-                f"{r['model']:9} {r['width']:5.3g} {r['size']:4d} {r['params_m']:8.1f} {r['gflops']:9.3f} "
+                f"{r['model']:9} {r['width']:5.3g} {r['size']:4d} {r['out']:4d} {r['params_m']:8.1f} {r['gflops']:9.3f} "
                 f"{r['samples_s']:10.1f} {r['best_s']:7.1f} {r['tflops']:8.3f} {mfu:>6} {r['steps']:5d}",
                 flush=True,
             )

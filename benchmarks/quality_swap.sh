@@ -3,6 +3,9 @@
 # independent judge (../shared/tools/judge.py, dlib). Reproduces the table in docs/QUALITY.md.
 #
 #   benchmarks/quality_swap.sh [MINUTES ...]          default: 2 10   (e.g. `benchmarks/quality_swap.sh 2 10 30`)
+#   benchmarks/quality_swap.sh default                the CPU default budget (no --train-minutes)
+#   CLIP=../shared/media/clips/selfie_man.mp4 ENROLL=../shared/media/clips/selfie_woman_short.mp4 \
+#     TAG=woman-on-man benchmarks/quality_swap.sh default      another pair (CLIP = the actor's clip)
 #
 # Environment: OUT (results folder, default /tmp/famswap-quality), JUDGE_PY (default /tmp/judge/bin/python; set it
 # up once with `python3 -m venv /tmp/judge && /tmp/judge/bin/pip install dlib-bin face-recognition-models
@@ -23,8 +26,9 @@ cd "$REPO"
 OUT="${OUT:-/tmp/famswap-quality}"
 JUDGE_PY="${JUDGE_PY:-/tmp/judge/bin/python}"
 export FAMSWAP_MODEL_DIR="${FAMSWAP_MODEL_DIR:-$REPO/../shared/models}"
-CLIP=../shared/media/clips/selfie_woman_short.mp4
-ENROLL=../shared/media/clips/selfie_man.mp4
+CLIP="${CLIP:-../shared/media/clips/selfie_woman_short.mp4}"
+ENROLL="${ENROLL:-../shared/media/clips/selfie_man.mp4}"
+TAG="${TAG:-}"
 MINUTES=("$@")
 [ ${#MINUTES[@]} -gt 0 ] || MINUTES=(2 10)
 
@@ -50,15 +54,18 @@ if info.has_audio:
 EOF
 chmod +x "$OUT/shim/ffprobe"
 
-ROWS="$OUT/rows.md"
+ROWS="$OUT/rows${TAG:+-$TAG}.md"
 : > "$ROWS"
 for M in "${MINUTES[@]}"; do
+    budget=(--train-minutes "$M")
+    [ "$M" != default ] || budget=()
+    M="$M${TAG:+-$TAG}"
     home="$OUT/home-$M"
     rm -rf "$home" && mkdir -p "$home"
     echo "== famswap swap, $M training minutes" >&2
     start=$(date +%s)
     FAMSWAP_HOME="$home" FAMSWAP_KEY_FILE="$home/key" "$REPO/.venv/bin/famswap" swap "$CLIP" \
-        --identity-from "$ENROLL" --train-minutes "$M" --out "$OUT/swap-$M.mp4" 2>&1 \
+        --identity-from "$ENROLL" "${budget[@]}" --out "$OUT/swap-$M.mp4" 2>&1 \
         | tr '\r' '\n' | grep -v -e '^W0000' -e '^INFO: ' -e '^WARNING: Logging' > "$OUT/swap-$M.log"
     wall=$(( $(date +%s) - start ))
     grep -E '^(train|done) ' "$OUT/swap-$M.log" | grep -v '\[' >&2 || true

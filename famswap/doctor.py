@@ -41,18 +41,19 @@ def _torch(settings: Settings) -> Check:
     return Check("torch", ok, detail)
 
 
-def _model(settings: Settings) -> Check:
-    from swap_engine.assets import LANDMARKER_FILE, LANDMARKER_SHA256, verify_file
+def _model(settings: Settings, file: str) -> Check:
+    from swap_engine.assets import MODEL_FILES, verify_file
 
-    path = settings.models_path / LANDMARKER_FILE
+    spec = next(m for m in MODEL_FILES if m.file == file)
+    path = settings.models_path / spec.file
     if not path.is_file():
         return Check(
-            "face model",
+            spec.what,
             False,
             f"{path} not downloaded yet (it is fetched on first use; set FAMSWAP_MODEL_DIR to a folder that holds it)",
         )
-    good = verify_file(path, LANDMARKER_SHA256)
-    return Check("face model", good, f"{path} checksum {'ok' if good else 'MISMATCH — delete the file'}")
+    good = verify_file(path, spec.sha256)
+    return Check(spec.what, good, f"{path} checksum {'ok' if good else 'MISMATCH — delete the file'}")
 
 
 def _ffmpeg() -> Check:
@@ -102,7 +103,8 @@ def run_checks(settings: Settings) -> list[Check]:
     checks: list[Callable[[], Check]] = [
         _python,
         lambda: _torch(settings),
-        lambda: _model(settings),
+        lambda: _model(settings, "face_landmarker.task"),
+        lambda: _model(settings, "hair_segmenter.tflite"),
         _ffmpeg,
         lambda: _home(settings),
         lambda: _token(settings),

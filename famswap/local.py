@@ -40,6 +40,12 @@ def _landmarker(settings: Settings) -> Path:
     return landmarker_path(settings.models_path)
 
 
+def _hair_model(settings: Settings) -> Path:
+    from swap_engine.assets import hair_segmenter_path
+
+    return hair_segmenter_path(settings.models_path)
+
+
 @contextmanager
 def _work_folder(settings: Settings) -> Iterator[Path]:
     """A private folder for one command's intermediate files (faces, scans, checkpoints), always removed after:
@@ -102,6 +108,7 @@ def _faceset_from_paths(settings: Settings, paths: list[Path], work: Path) -> tu
             folder,
             _landmarker(settings),
             max_image_pixels=settings.max_image_pixels,
+            hair_model=_hair_model(settings),
             on_progress=lambda fraction, message: bar.update(round(fraction * 100), 100, message),
         )
     _say(report.summary())
@@ -152,7 +159,7 @@ def _swap_in(settings: Settings, args: argparse.Namespace, clip: Path, work: Pat
     actor_path = work / f"actor-t{track}.npz"
     with StageBar("actor") as bar:
         bar.update(0, 1)
-        pipeline.extract_actor(clip, scan, track, actor_path)
+        pipeline.extract_actor(clip, scan, track, actor_path, hair_model=_hair_model(settings))
     actor = f"a{clip_key[:12]}t{track}"
     _say(f"actor       {len(pipeline.choose_actor_frames(chosen))} faces of the actor to learn from")
 
@@ -166,6 +173,7 @@ def _swap_in(settings: Settings, args: argparse.Namespace, clip: Path, work: Pat
         device=device,
         seconds=minutes * 60.0,
         seed=args.seed or 0,
+        hair_model=_hair_model(settings),
     )
     budget = minutes * 60.0
     with StageBar("train") as bar:
@@ -182,7 +190,10 @@ def _swap_in(settings: Settings, args: argparse.Namespace, clip: Path, work: Pat
 
     bank, _ = load_bank(bank_path)
     max_mb = args.max_mb if args.max_mb is not None else settings.output_max_mb
-    opts = ConvertOptions(identity=person, track=track, device=device, max_bytes=int(max_mb * 1024 * 1024))
+    opts = ConvertOptions(
+        identity=person, track=track, device=device, max_bytes=int(max_mb * 1024 * 1024),
+        hair_model=_hair_model(settings), pose_range=pipeline.pose_range(person_faces),
+    )  # fmt: skip
     out: Path = args.out
     with StageBar("convert") as bar:
         report = convert_clip(
@@ -191,6 +202,8 @@ def _swap_in(settings: Settings, args: argparse.Namespace, clip: Path, work: Pat
             comparison_path=out.with_name(out.stem + ".compare.gif"),
         )  # fmt: skip
     out.with_name(out.stem + ".json").write_text(report.to_json(), encoding="utf-8")
+    for note in report.notes:
+        _say(f"note        {note}")
     _say(
         f"done        {out} ({report.bytes / 1e6:.1f} MB, {report.frames} frames, {report.swapped} swapped) "
         f"in {format_duration(time.monotonic() - started)}; before/after: {report.comparison}"

@@ -5,10 +5,17 @@ identity to draw. Frames are streamed from ffmpeg and written back to ffmpeg in 
 across frames. Frames where the chosen face is absent, too small or turned away are written unchanged (apart from
 the label every output frame carries). The output keeps the clip's fps, frame count and audio, carries synthetic-media
 metadata, and is fitted to a byte limit.
+
+Where the swap shows: the actor's face without hair (``segment.face_region`` on each frame's crop, with the hair
+segmenter when ``ConvertOptions.hair_model`` is set; smoothed over frames) ∩ the decoder's learned mask (where the
+person's face is, their own hair left out) × the pose weight (``pose_fade``: fades out, never pops, where the actor
+turns past the poses the person enrolled) × (optionally) not the actor's mouth opening. Everything else, the
+actor's hair and fringe in front of the face included, is the actor's own frame.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -21,14 +28,21 @@ import cv2
 import numpy as np
 
 from swap_engine import align, blend, color, label, smooth, video
+from swap_engine.landmarks import LIPS_INNER
+from swap_engine.pose_fade import ADVICE, FADED_BELOW, FadeFilter, PoseRange
 from swap_engine.track import ClipScan, Track
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int], None]
 
-# Radius (Gaussian sigma) of the unsharp mask, in pixels of the model's output face. See FrameSwapper.sharpen.
+# Radius (Gaussian sigma) of the unsharp mask, in pixels of the model's input face (64 px for lite). See
+# FrameSwapper.sharpen.
 SHARPEN_SIGMA_MODEL_PX = 1.5
+# How much of the previous frames' hair map carries into this frame's (crops are aligned on smoothed landmarks, so
+# hair stays put in crop space; this calms the segmenter's frame-to-frame shimmer at strand edges).
+HAIR_MEMORY = 0.5
+HAIR_CROP_PX = 256  # the side of the crop the hair segmenter looks at
 
 
 @dataclass(frozen=True)
@@ -47,6 +61,9 @@ class ConvertOptions:
     comparison_frames: int = 24
     device: str = "cpu"
     sharpen: float = 1.0  # unsharp-mask amount on the decoder's face, 0 = off (see FrameSwapper.sharpen)
+    hair_model: Path | None = None  # hair_segmenter.tflite: keep the actor's hair in front; None: landmark hull only
+    pose_range: PoseRange | None = None  # the poses the person enrolled; None: never fade
+    keep_mouth: bool = False  # keep the actor's mouth opening (teeth, tongue) instead of the decoder's
 
 
 @dataclass
@@ -65,6 +82,8 @@ class ConvertReport:
     fitted: bool
     timings: dict[str, float]
     comparison: str | None = None
+    faded: int = 0  # swapped frames shown only partly because the actor turns past the enrolled poses
+    notes: list[str] = field(default_factory=list)  # sentences for the user (e.g. how to enroll turned heads)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -77,6 +96,8 @@ class _Pending:
     matrix: np.ndarray | None = None
     crop: np.ndarray | None = None
     points: np.ndarray | None = None
+    hair: np.ndarray | None = None  # (S, S) float32 hair probability of the crop, smoothed over frames
+    weight: float = 1.0  # pose weight
 
 
 class _Timer:
@@ -105,18 +126,35 @@ class FrameSwapper:
         self.bank = bank
         self.opts = opts
         self.fps = fps
-        self.size: int = bank.cfg.size  # type: ignore[attr-defined]
+        # Crops are cut at the decoder's output size (the encoder's input is resized from them in swap_faces).
+        self.size: int = bank.cfg.out_size  # type: ignore[attr-defined]
+        self.model_size: int = bank.cfg.size  # type: ignore[attr-defined]
         self.coverage = coverage
         self.points_filter = smooth.OneEuroFilter(vector_axis=-1)
         self.colour = color.ColorStabilizer(method=opts.color) if opts.color != "none" else None
         self.timer = _Timer()
         self._last_index = -10
+        self.segmenter = None
+        if opts.hair_model is not None:
+            from swap_engine.segment import HairSegmenter
+
+            self.segmenter = HairSegmenter(opts.hair_model)
+        self._hair: np.ndarray | None = None
+        self.fade = FadeFilter()
+        self.faded = 0
+
+    def close(self) -> None:
+        if self.segmenter is not None:
+            self.segmenter.close()
+            self.segmenter = None
 
     def reset(self) -> None:
         """Forget temporal state: at scene cuts and when the face comes back after a gap."""
         self.points_filter.reset()
         if self.colour is not None:
             self.colour.reset()
+        self._hair = None
+        self.fade.reset()
 
     def prepare(self, index: int, frame: np.ndarray, face: object | None) -> _Pending:
         """Align the frame's face (smoothed over time), or mark the frame as pass-through when ``face`` is None
@@ -132,7 +170,24 @@ class FrameSwapper:
         crop = align.warp_crop(frame, matrix, self.size)
         crop_points = align.transform_points(points, matrix)
         self.timer.add("align", start)
-        return _Pending(index, frame, matrix, crop, crop_points)
+        pending = _Pending(index, frame, matrix, crop, crop_points)
+        if self.segmenter is not None:
+            start = time.perf_counter()
+            # The segmenter reads hair from a 256 px view of the same crop: at a model's 64-128 px it misses strands.
+            scale = HAIR_CROP_PX / self.size
+            view = align.warp_crop(frame, matrix * scale, HAIR_CROP_PX) if scale != 1 else crop
+            hair = self.segmenter.hair(view)
+            if scale != 1:
+                hair = cv2.resize(hair, (self.size, self.size), interpolation=cv2.INTER_AREA)
+            if self._hair is not None:
+                hair = HAIR_MEMORY * self._hair + (1.0 - HAIR_MEMORY) * hair
+            self._hair = pending.hair = hair
+            self.timer.add("hair", start)
+        if self.opts.pose_range is not None:
+            target = self.opts.pose_range.weight(face.yaw, face.pitch)  # type: ignore[attr-defined]
+            pending.weight = self.fade(target)
+            self.faded += pending.weight < FADED_BELOW
+        return pending
 
     def finish(self, batch: list[_Pending]) -> list[np.ndarray]:
         """Run the model on the batch's faces and composite them back; returns the frames in order."""
@@ -166,23 +221,48 @@ class FrameSwapper:
         amount = float(self.opts.sharpen)
         if amount <= 0:
             return faces
-        sigma = SHARPEN_SIGMA_MODEL_PX * faces.shape[1] / self.size  # the same radius whatever the crop size
+        sigma = SHARPEN_SIGMA_MODEL_PX * faces.shape[1] / self.model_size  # the same radius whatever the crop size
         out = np.empty_like(faces)
         for n, face in enumerate(faces):
             blurred = cv2.GaussianBlur(face, (0, 0), sigma)
             out[n] = cv2.addWeighted(face, 1.0 + amount, blurred, -amount, 0)  # saturates to 0..255
         return out
 
+    def actor_mask(self, p: _Pending) -> np.ndarray:
+        """``(S, S)`` float32 hard-edged mask of where the actor's frame shows face: the hull without hair (raised
+        over the forehead, since hair is taken out) when a hair map is at hand, else the hull up to the brows."""
+        from swap_engine.segment import face_region
+
+        assert p.points is not None
+        if p.hair is None:
+            return align.face_mask(p.points, self.size, forehead=False, feather_px=0)
+        return face_region(p.points, self.size, p.hair, feather_px=0)
+
     def _composite(self, p: _Pending, face: np.ndarray, learned: np.ndarray | None) -> np.ndarray:
         assert p.crop is not None and p.points is not None and p.matrix is not None
-        hull = align.face_mask(p.points, self.size, forehead=False, feather_px=0)  # feathered once, below
-        mask = blend.combine_masks(hull, learned)
+        actor = self.actor_mask(p)  # feathered once, below
+        mask = blend.combine_masks(actor, learned)
         if self.colour is not None:
-            face = self.colour.apply(face, p.crop, hull)
+            face = self.colour.apply(face, p.crop, actor)
+        if self.opts.keep_mouth:
+            mask = mask * (1.0 - mouth_mask(p.points, self.size))
         # Erode at least as far as the feather reaches, so the soft edge stays inside the face (no hair ghosts).
         edge = max(2, round(self.size * 0.05))
         mask = blend.erode_feather(mask, erode_px=edge, feather_px=edge)
+        if p.weight < 1.0:
+            mask = mask * np.float32(p.weight)
         return blend.composite(p.frame, face, p.matrix, mask, mode=self.opts.blend)
+
+
+def mouth_mask(points: np.ndarray, size: int) -> np.ndarray:
+    """``(size, size)`` float32 in {0, 1}: the mouth opening (inside the inner lip line), grown by 1 % of ``size``
+    so the teeth's edge is the actor's too. Empty when the mouth is closed."""
+    canvas = np.zeros((size, size), np.uint8)
+    hull = cv2.convexHull(np.round(np.asarray(points, np.float64)[list(LIPS_INNER)] * 16).astype(np.int32))
+    cv2.fillConvexPoly(canvas, hull, 1, lineType=cv2.LINE_8, shift=4)
+    radius = max(1, round(size * 0.01))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    return cv2.dilate(canvas, kernel).astype(np.float32)
 
 
 def convert_clip(
@@ -232,7 +312,7 @@ def convert_clip(
                 on_progress(written, total)
 
     start = time.perf_counter()
-    with video.VideoWriter(
+    with contextlib.closing(swapper), video.VideoWriter(
         raw, info.width, info.height, info.fps, audio_from=clip if info.has_audio else None,
         metadata=label.SYNTHETIC_METADATA,
     ) as writer:
@@ -275,6 +355,12 @@ def convert_clip(
         comparison = str(comparison_path)
     timings = {k: round(v, 3) for k, v in swapper.timer.totals.items()}
     timings["total"] = round(time.perf_counter() - started, 3)
+    notes = []
+    if swapper.faded:
+        notes.append(
+            f"The face turns further than in the enrolled photos in {swapper.faded} of {swapped} frames, so the "
+            f"swap fades out there: {ADVICE}."
+        )
     return ConvertReport(
         output=str(out),
         frames=written,
@@ -288,7 +374,10 @@ def convert_clip(
         fitted=fitted,
         timings=timings,
         comparison=comparison,
+        faded=swapper.faded,
+        notes=notes,
     )
+
 
 
 def _small(frame: np.ndarray, height: int = 240) -> np.ndarray:

@@ -6,8 +6,10 @@ Contract:
   It writes ``out_dir/faces/NNNN.png`` (``size`` x ``size`` RGB crops, numbered from 0000) and
   ``out_dir/faceset.json`` (one record per crop: ``file``, ``source``, ``frame`` (None for photos), ``points``
   ``(478, 2)`` in crop pixels, ``yaw``/``pitch``/``roll`` degrees, ``blur``, ``size`` px in the source,
-  ``blendshapes`` (52 floats, ``landmarks.BLENDSHAPE_NAMES`` order); plus ``size``, ``coverage``, rejections and
-  notes). ``out_dir`` must be absent or empty; it appears complete or not at all.
+  ``blendshapes`` (52 floats, ``landmarks.BLENDSHAPE_NAMES`` order), ``mask``; plus ``size``, ``coverage``,
+  rejections and notes). Each crop's mask, the face without hair (``segment.face_region``, with the hair
+  segmenter when ``hair_model`` is given, else the landmark hull), is ``out_dir/faces/NNNN.mask.png`` (grey
+  0-255). ``out_dir`` must be absent or empty; it appears complete or not at all.
 - Photos: the EXIF orientation is honoured; with several faces the largest is kept and a note says so. Photos
   that pass the filters are always kept (except a byte-identical repeat).
 - Videos: up to ``max_video_frames`` frames, evenly spaced, run through one VIDEO-mode detector (tracking). Their
@@ -19,8 +21,10 @@ Contract:
   is judged against itself), extreme pose (``max_yaw``/``max_pitch``), unreadable (corrupt, text, too large, no
   video stream...). Bad input never raises on its own: it is a rejection. ``NoFaceFound`` (listing each input's
   reasons) is raised only when nothing at all was kept.
-- ``load_faceset(dir) -> FaceSet``: ``crops`` ``(N, S, S, 3)`` uint8 RGB, ``points`` ``(N, 478, 2)`` float32 crop
-  pixels, ``records`` in file order.
+- ``load_faceset(dir, hair_model=None) -> FaceSet``: ``crops`` ``(N, S, S, 3)`` uint8 RGB, ``points``
+  ``(N, 478, 2)`` float32 crop pixels, ``masks`` ``(N, S, S)`` float32 in ``[0, 1]``, ``records`` in file order.
+  Format versions: 1 had no masks, 2 stores one per crop. Faces without a stored mask (a version-1 set, or
+  faces merged in from one) get theirs on load, from ``hair_model`` when given.
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ from swap_engine.media import load_image, sniff_kind
 
 FACESET_JSON = "faceset.json"
 FACES_DIR = "faces"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 DetectorFactory = Callable[[bool], LandmarkDetector]  # video -> a fresh detector
 ProgressFn = Callable[[float, str], None]  # (fraction done, what is happening)
@@ -90,9 +95,11 @@ class FaceRecord:
     blur: float  # variance of the Laplacian of the inner face (crop pixels, 0-255 grey)
     size: float  # face size in source pixels (landmarks.Face.size)
     blendshapes: np.ndarray | None  # (52,) float32
+    mask: str | None = None  # the face-without-hair mask's file (relative to the folder); None: made on load
 
     def to_json(self) -> dict[str, object]:
         return {
+            "mask": self.mask,
             "file": self.file,
             "source": self.source,
             "frame": self.frame,
@@ -119,6 +126,7 @@ class FaceRecord:
             blur=float(data["blur"]),  # type: ignore[arg-type]
             size=float(data["size"]),  # type: ignore[arg-type]
             blendshapes=None if shapes is None else np.asarray(shapes, np.float32),
+            mask=None if data.get("mask") is None else str(data["mask"]),
         )
 
 
@@ -176,9 +184,15 @@ class FaceSet:
 
     crops: np.ndarray  # (N, S, S, 3) uint8 RGB
     points: np.ndarray  # (N, 478, 2) float32, crop pixels
+    masks: np.ndarray  # (N, S, S) float32 in [0, 1]: the face without hair
     records: list[FaceRecord]
     size: int
     coverage: float
+
+    @property
+    def pose_range(self) -> tuple[float, float, float, float]:
+        """``(yaw_min, yaw_max, pitch_min, pitch_max)`` in degrees over the faces with a known pose."""
+        return pose_range(self.records)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -188,6 +202,15 @@ def _count(n: int, noun: str) -> str:
     if n == 0:
         return ""
     return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def pose_range(records: Sequence[FaceRecord]) -> tuple[float, float, float, float]:
+    """``(yaw_min, yaw_max, pitch_min, pitch_max)`` in degrees over ``records`` with a known pose (all 0 if none)."""
+    yaw = np.array([r.yaw for r in records if math.isfinite(r.yaw)])
+    pitch = np.array([r.pitch for r in records if math.isfinite(r.pitch)])
+    if not len(yaw) or not len(pitch):
+        return 0.0, 0.0, 0.0, 0.0
+    return float(yaw.min()), float(yaw.max()), float(pitch.min()), float(pitch.max())
 
 
 def pose_advice(kept: Sequence[FaceRecord]) -> str:
@@ -250,6 +273,7 @@ def build_faceset(
     max_pitch: float = 50.0,
     min_distance: float = 1.0,
     min_confidence: float = 0.8,
+    hair_model: Path | None = None,
     on_progress: ProgressFn | None = None,
 ) -> FaceSetReport:
     """Build a face set in ``out_dir`` from photos and videos; see the module docstring.
@@ -257,7 +281,8 @@ def build_faceset(
     ``detector`` is the ``face_landmarker.task`` path (detectors are made with ``min_confidence``) or a factory
     ``video -> LandmarkDetector``. ``min_distance`` is how far apart, in feature units (10° of yaw or pitch, or a
     third of a blendshape's range), two video faces must be to both be kept. Raises ``NoFaceFound`` when no face
-    is kept; ``FileExistsError`` when ``out_dir`` holds files.
+    is kept; ``FileExistsError`` when ``out_dir`` holds files. ``hair_model`` is ``hair_segmenter.tflite``: with it
+    the stored masks leave out hair, without it they are the landmark hull.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -310,9 +335,26 @@ def build_faceset(
     if not kept:
         raise _no_face(inputs, report)
     if on_progress:
+        on_progress(0.97, f"finding hair and skin in {len(kept)} faces")
+    masks = _masks([c.aligned for c in kept], hair_model)
+    if on_progress:
         on_progress(0.99, f"writing {len(kept)} faces")
-    _write(kept, report, out_dir, size, coverage)
+    _write(kept, masks, report, out_dir, size, coverage)
     return report
+
+
+def _masks(faces: Sequence[align.AlignedFace], hair_model: Path | None) -> np.ndarray:
+    """``(N, S, S)`` float32 face-without-hair masks of aligned faces (the hull alone without ``hair_model``)."""
+    from swap_engine.segment import HairSegmenter, crop_masks
+
+    if not faces:
+        return np.empty((0, 0, 0), np.float32)
+    crops = np.stack([f.crop for f in faces])
+    points = np.stack([f.points for f in faces])
+    if hair_model is None:
+        return crop_masks(crops, points, None)
+    with HairSegmenter(hair_model) as segmenter:
+        return crop_masks(crops, points, segmenter)
 
 
 def _factory(detector: Path | DetectorFactory, min_confidence: float) -> DetectorFactory:
@@ -561,7 +603,9 @@ def _no_face(inputs: Sequence[Path], report: FaceSetReport) -> NoFaceFound:
     )
 
 
-def _write(kept: list[_Candidate], report: FaceSetReport, out_dir: Path, size: int, coverage: float) -> None:
+def _write(
+    kept: list[_Candidate], masks: np.ndarray, report: FaceSetReport, out_dir: Path, size: int, coverage: float
+) -> None:
     """Write crops and JSON into a temporary sibling folder, then move it into place in one rename."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -572,6 +616,7 @@ def _write(kept: list[_Candidate], report: FaceSetReport, out_dir: Path, size: i
             bgr = cv2.cvtColor(c.aligned.crop, cv2.COLOR_RGB2BGR)
             if not cv2.imwrite(str(temp / name), bgr, [cv2.IMWRITE_PNG_COMPRESSION, 3]):
                 raise OSError(f"could not write {temp / name}")
+            mask_name = write_mask(temp, name, masks[number])
             report.kept.append(
                 FaceRecord(
                     file=name,
@@ -584,6 +629,7 @@ def _write(kept: list[_Candidate], report: FaceSetReport, out_dir: Path, size: i
                     blur=c.blur,
                     size=c.face.size,
                     blendshapes=c.face.blendshapes,
+                    mask=mask_name,
                 )
             )
         document = {
@@ -607,21 +653,53 @@ def _write(kept: list[_Candidate], report: FaceSetReport, out_dir: Path, size: i
         raise
 
 
-def load_faceset(folder: Path) -> FaceSet:
-    """Read a face set written by ``build_faceset``. ``FileNotFoundError``/``ValueError`` when it is damaged."""
+def mask_file(crop_file: str) -> str:
+    """The mask's file name beside a crop's: ``faces/0001.png`` → ``faces/0001.mask.png``."""
+    return crop_file[: -len(".png")] + ".mask.png" if crop_file.endswith(".png") else crop_file + ".mask.png"
+
+
+def write_mask(folder: Path, crop_file: str, mask: np.ndarray) -> str:
+    """Store ``mask`` ``(S, S)`` float32 as an 8-bit PNG beside ``crop_file``; returns its relative name."""
+    name = mask_file(crop_file)
+    grey = np.clip(np.rint(np.asarray(mask, np.float32) * 255), 0, 255).astype(np.uint8)
+    if not cv2.imwrite(str(folder / name), grey, [cv2.IMWRITE_PNG_COMPRESSION, 3]):
+        raise OSError(f"could not write {folder / name}")
+    return name
+
+
+def load_faceset(folder: Path, *, hair_model: Path | None = None) -> FaceSet:
+    """Read a face set written by ``build_faceset`` (any readable version). Faces without a stored mask get one
+    (hair-aware with ``hair_model``). ``FileNotFoundError``/``ValueError`` when it is damaged."""
     folder = Path(folder)
     document = json.loads((folder / FACESET_JSON).read_text(encoding="utf-8"))
-    if document.get("version") != FORMAT_VERSION:
+    if document.get("version") not in READABLE_VERSIONS:
         raise ValueError(
-            f"{folder / FACESET_JSON} has version {document.get('version')}, expected {FORMAT_VERSION}"
+            f"{folder / FACESET_JSON} has version {document.get('version')}, expected one of {READABLE_VERSIONS}"
         )
     size = int(document["size"])
     records = [FaceRecord.from_json(face) for face in document["faces"]]
     crops = np.empty((len(records), size, size, 3), np.uint8)
+    masks = np.empty((len(records), size, size), np.float32)
+    missing = []
     for i, record in enumerate(records):
         bgr = cv2.imread(str(folder / record.file), cv2.IMREAD_COLOR)
         if bgr is None or bgr.shape != (size, size, 3):
             raise ValueError(f"{folder / record.file} is missing or not a {size} px crop")
         crops[i] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        if record.mask is None:
+            missing.append(i)
+            continue
+        grey = cv2.imread(str(folder / record.mask), cv2.IMREAD_GRAYSCALE)
+        if grey is None or grey.shape != (size, size):
+            raise ValueError(f"{folder / record.mask} is missing or not a {size} px mask")
+        masks[i] = grey.astype(np.float32) / 255.0
     points = np.stack([r.points for r in records]) if records else np.empty((0, 478, 2), np.float32)
-    return FaceSet(crops, points.astype(np.float32), records, size, float(document["coverage"]))
+    if missing:
+        from swap_engine.segment import HairSegmenter, crop_masks
+
+        if hair_model is None:
+            masks[missing] = crop_masks(crops[missing], points[missing], None)
+        else:
+            with HairSegmenter(hair_model) as segmenter:
+                masks[missing] = crop_masks(crops[missing], points[missing], segmenter)
+    return FaceSet(crops, points.astype(np.float32), masks, records, size, float(document["coverage"]))

@@ -66,6 +66,8 @@ LEFT_EYE = (362, 382, 381, 380, 374, 373, 390, 249, 263, 466, 388, 387, 386, 385
 RIGHT_BROW = (46, 53, 52, 65, 55, 70, 63, 105, 66, 107)
 LEFT_BROW = (276, 283, 282, 295, 285, 300, 293, 334, 296, 336)
 LIPS_OUTER = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185)
+# The mouth opening (inner edge of the lips), a closed loop from the left corner along the lower lip.
+LIPS_INNER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191)
 
 # A tile's faces that come within this many pixels of an inner tile edge are probably cut off there.
 _EDGE_PX = 2.0

@@ -1,9 +1,10 @@
 """Reconstruction losses for the autoencoder and the landmark-based maps that weight them.
 
 - ``ssim_map(x, y)``: per-pixel SSIM of ``(B, 3, H, W)`` images in ``[0, 1]`` (Gaussian window), ``(B, 1, H, W)``.
-- ``face_loss(pred, target, weight)``: ``ssim_weight * DSSIM + l1_weight * L1``, averaged with a per-pixel weight
-  ``(B, 1, H, W)`` (the face mask times the eye/mouth emphasis, with a little weight left on the background).
-- ``mask_loss(pred_mask, mask)``: mean squared error of a learned mask against the landmark hull mask.
+- ``face_loss(pred, target, weight, mask=None)``: ``ssim_weight * DSSIM + l1_weight * L1``, averaged with a
+  per-pixel weight ``(B, 1, H, W)`` (the face mask times the eye/mouth emphasis). With ``mask`` both images are
+  multiplied by it before SSIM, so pixels outside the mask cannot reach the loss through SSIM's window either.
+- ``mask_loss(pred_mask, mask)``: mean squared error of a learned mask against the face-without-hair mask.
 - ``region_weights(points, size)``: ``(size, size)`` float32 eye/mouth emphasis from the 478 mediapipe landmarks
   in crop pixel coordinates (numpy in, numpy out; OpenCV imported when called). The face mask itself is
   ``align.face_mask``, the same one blending uses.
@@ -60,16 +61,21 @@ def face_loss(
     target: torch.Tensor,
     weight: torch.Tensor,
     *,
+    mask: torch.Tensor | None = None,
     ssim_weight: float = 1.0,
     l1_weight: float = 1.0,
 ) -> torch.Tensor:
     """Weighted mean of ``ssim_weight * (1 - SSIM) / 2 + l1_weight * |pred - target|`` (a 0-dim tensor).
 
-    ``pred``/``target`` ``(B, 3, H, W)``; ``weight`` ``(B, 1, H, W)``, non-negative. Computed in float32.
+    ``pred``/``target`` ``(B, 3, H, W)``; ``weight`` ``(B, 1, H, W)``, non-negative; ``mask`` ``(B, 1, H, W)`` in
+    [0, 1] or None. Where ``weight`` and ``mask`` are 0 the target's pixels do not change the loss. Float32.
     """
     pred, target, weight = pred.float(), target.float(), weight.float()
     per_pixel = l1_weight * (pred - target).abs().mean(1, keepdim=True)  # (B, 1, H, W)
     if ssim_weight:
+        if mask is not None:
+            m = mask.float()
+            pred, target = pred * m, target * m
         per_pixel = per_pixel + ssim_weight * (1 - ssim_map(pred, target)) / 2
     return (per_pixel * weight).sum() / weight.sum().clamp_min(1e-6)
 

@@ -1,7 +1,9 @@
 """The shared-encoder face-swap autoencoder: one encoder for all faces, one decoder per identity, and its bank file.
 
 Inputs are ``(B, 3, S, S)`` float tensors in ``[0, 1]`` (RGB, S = ``ModelConfig.size``). A decoder returns
-``(B, 3, S, S)`` RGB in ``[0, 1]`` and, when the config learns a mask, a ``(B, 1, S, S)`` mask in ``[0, 1]``.
+``(B, 3, O, O)`` RGB in ``[0, 1]`` and, when the config learns a mask, a ``(B, 1, O, O)`` mask in ``[0, 1]``, where
+O = ``ModelConfig.out_size`` = S x ``out_scale``: the encoder needs only enough pixels to read pose and expression,
+while the decoder draws the person's face at a resolution closer to the one it is pasted at.
 To swap, encode the actor's face and decode it with the family member's decoder.
 
 This file imports only torch. A bank file stores the model arguments and the identity list beside the weights,
@@ -34,6 +36,7 @@ class ModelConfig:
     dec_channels: tuple[int, ...] = (256, 128, 64)  # the decoder's pixel-shuffle upscales
     kernel: int = 5  # kernel of the encoder convs and of the output conv
     learn_mask: bool = False  # a 4th output: where the face is (for blending)
+    out_scale: int = 1  # the decoder draws out_scale x size px: one more pixel-shuffle upscale per doubling
 
     def __post_init__(self) -> None:
         side = self.size
@@ -46,6 +49,22 @@ class ModelConfig:
             raise ValueError(f"size {self.size}: the decoder would draw {out} px; change enc/dec channels")
         if self.width <= 0:
             raise ValueError("width must be positive")
+        if self.out_scale not in (1, 2, 4):
+            raise ValueError(f"out_scale must be 1, 2 or 4, got {self.out_scale}")
+
+    @property
+    def out_size(self) -> int:
+        """The side of the decoder's output in pixels."""
+        return self.size * self.out_scale
+
+    @property
+    def extra_channels(self) -> tuple[int, ...]:
+        """Channels of the upscales past ``size`` (half the previous each): one per doubling of ``out_scale``."""
+        extra, c = [], self.dec_channels[-1]
+        for _ in range(self.out_scale.bit_length() - 1):
+            c = max(c // 2, 16)
+            extra.append(c)
+        return tuple(extra)
 
     @property
     def dense_side(self) -> int:
@@ -73,8 +92,9 @@ _PRESETS: dict[str, ModelConfig] = {
     # The classic layout at a quarter of its width, with a mask, for CPUs. Measured on 2 cores (quality_train.py):
     # half width costs 3.5-4x more per step and learns no more per step early on, so it loses within 10 minutes;
     # an eighth of the width runs 2x faster and wins at 1 minute, ties at 10, but falls behind as training goes on
-    # (and a guild's bank keeps training across swaps), so a quarter it is.
-    "lite": ModelConfig(name="lite", size=64, width=0.25, learn_mask=True),
+    # (and a guild's bank keeps training across swaps), so a quarter it is. It reads 64 px faces and draws
+    # 128 px ones (out_scale 2, see docs/QUALITY.md): eyes and lips get twice the pixels for ~1.4x the step time.
+    "lite": ModelConfig(name="lite", size=64, width=0.25, learn_mask=True, out_scale=2),
 }
 
 
@@ -152,15 +172,15 @@ class Decoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        chans = [cfg.ch(cfg.enc_upscale)] + [cfg.ch(c) for c in cfg.dec_channels]
+        chans = [cfg.ch(cfg.enc_upscale)] + [cfg.ch(c) for c in cfg.dec_channels + cfg.extra_channels]
         self.upscales = nn.Sequential(*[Upscale(a, b) for a, b in zip(chans[:-1], chans[1:], strict=True)])
         self.rgb = nn.Conv2d(chans[-1], 3, cfg.kernel, padding=cfg.kernel // 2)
         self.mask = nn.Conv2d(chans[-1], 1, cfg.kernel, padding=cfg.kernel // 2) if cfg.learn_mask else None
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        x = self.upscales(z)  # (B, C, S, S)
-        rgb = torch.sigmoid(self.rgb(x))  # (B, 3, S, S)
-        mask = torch.sigmoid(self.mask(x)) if self.mask is not None else None  # (B, 1, S, S)
+        x = self.upscales(z)  # (B, C, O, O), O = out_size
+        rgb = torch.sigmoid(self.rgb(x))  # (B, 3, O, O)
+        mask = torch.sigmoid(self.mask(x)) if self.mask is not None else None  # (B, 1, O, O)
         return rgb, mask
 
 

@@ -4,7 +4,7 @@ Used by `famswap swap` (all stages in one process) and by the worker (one job, s
 stage reads and writes plain files in a work folder, so a crashed run resumes at the first unfinished stage:
 
     scan.npz         the clip's face tracks (stage "scan")
-    actor.npz        aligned crops + points of the chosen track (stage "actor")
+    actor.npz        aligned crops, points and face-without-hair masks of the chosen track (stage "actor")
     train.ckpt       the trainer's checkpoint (stage "train"; resumes mid-way)
     bank.pt          the trained face bank (the caller decides where it lives)
 """
@@ -22,6 +22,7 @@ import numpy as np
 
 from famswap.errors import NoFaceFound
 from swap_engine import align, video
+from swap_engine.pose_fade import PoseRange
 from swap_engine.track import ClipScan, Track, contact_sheet, save_image, scan_clip, track_thumbnail
 
 log = logging.getLogger(__name__)
@@ -166,8 +167,19 @@ def choose_actor_frames(track: Track, max_faces: int = ACTOR_MAX_FACES) -> list[
     return sorted(picked)
 
 
-def extract_actor(clip: Path, scan: ClipScan, track: int, out: Path, *, max_faces: int = ACTOR_MAX_FACES) -> Path:
-    """Aligned crops (N, 256, 256, 3) uint8 and points (N, 478, 2) of track ``track``, saved as one .npz."""
+def extract_actor(
+    clip: Path,
+    scan: ClipScan,
+    track: int,
+    out: Path,
+    *,
+    max_faces: int = ACTOR_MAX_FACES,
+    hair_model: Path | None = None,
+) -> Path:
+    """Aligned crops (N, 256, 256, 3) uint8, points (N, 478, 2) and face-without-hair masks (N, 256, 256) uint8
+    0-255 (``segment.face_region``; hair-aware with ``hair_model``) of track ``track``, saved as one .npz."""
+    from swap_engine.segment import HairSegmenter, crop_masks
+
     t = scan.track(track)
     wanted = set(choose_actor_frames(t, max_faces))
     crops, points = [], []
@@ -181,21 +193,52 @@ def extract_actor(clip: Path, scan: ClipScan, track: int, out: Path, *, max_face
             break
     if not crops:
         raise NoFaceFound(f"Track {track} of {clip.name} has no usable face.", hint="Choose another track.")
+    crop_stack, point_stack = np.stack(crops), np.stack(points)
+    if hair_model is None:
+        masks = crop_masks(crop_stack, point_stack, None)
+    else:
+        with HairSegmenter(hair_model) as segmenter:
+            masks = crop_masks(crop_stack, point_stack, segmenter)
     tmp = out.with_name(out.name + ".tmp.npz")
-    np.savez(tmp, crops=np.stack(crops), points=np.stack(points))
+    np.savez(tmp, crops=crop_stack, points=point_stack, masks=np.rint(masks * 255).astype(np.uint8))
     tmp.replace(out)
     return out
 
 
-def load_faces(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Crops and points of an actor .npz, or of a face-set folder written by `faceset.build_faceset`."""
+def load_faces(path: Path, *, hair_model: Path | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Crops ``(N, S, S, 3)`` uint8, points ``(N, 478, 2)`` and masks ``(N, S, S)`` float32 of an actor .npz or of a
+    face-set folder written by `faceset.build_faceset` (older files without masks get them, see load_faceset)."""
     if path.is_dir():
         from swap_engine.faceset import load_faceset
 
-        fs = load_faceset(path)
-        return fs.crops, fs.points
+        fs = load_faceset(path, hair_model=hair_model)
+        return fs.crops, fs.points, fs.masks
     with np.load(path) as data:
-        return data["crops"], data["points"]
+        crops, points = data["crops"], data["points"]
+        if "masks" in data:
+            return crops, points, data["masks"].astype(np.float32) / 255.0
+    from swap_engine.segment import HairSegmenter, crop_masks
+
+    if hair_model is None:
+        return crops, points, crop_masks(crops, points, None)
+    with HairSegmenter(hair_model) as segmenter:
+        return crops, points, crop_masks(crops, points, segmenter)
+
+
+def pose_range(path: Path) -> PoseRange | None:
+    """The head poses a face-set folder covers (``pose_fade.PoseRange``); None for anything else (an actor .npz)."""
+    if not path.is_dir():
+        return None
+    import json
+
+    from swap_engine.faceset import FACESET_JSON, FaceRecord
+    from swap_engine.faceset import pose_range as angles
+
+    document = json.loads((path / FACESET_JSON).read_text(encoding="utf-8"))
+    records = [FaceRecord.from_json(face) for face in document["faces"]]
+    if not records:
+        return None
+    return PoseRange(*angles(records))
 
 
 # -----------------------------------------------------------------------------
@@ -215,6 +258,7 @@ class TrainPlan:
     seed: int = 0
     batch: int | None = None
     checkpoint_every_s: float = 60.0
+    hair_model: Path | None = None  # for face sets stored before masks were (older sets get theirs on load)
 
 
 def open_bank(bank_path: Path, model: str, identities: list[str]) -> object:
@@ -245,11 +289,11 @@ def train_bank(
     from swap_engine.train import TrainConfig, Trainer, make_trainset
 
     bank = open_bank(plan.bank_path, plan.model, sorted(plan.faces))
-    size = bank.cfg.size  # type: ignore[attr-defined]
+    size = bank.cfg.out_size  # type: ignore[attr-defined]
     data = {}
     for identity, path in plan.faces.items():
-        crops, points = load_faces(path)
-        data[identity] = make_trainset(crops, points, size)
+        crops, points, masks = load_faces(path, hair_model=plan.hair_model)
+        data[identity] = make_trainset(crops, points, size, masks=masks)
     cfg_args: dict[str, object] = {
         "budget_seconds": plan.seconds,
         "device": plan.device,

@@ -1,7 +1,11 @@
 """Train a FaceBank: the shared encoder and the decoders of the identities given, under a time/step/plateau budget.
 
-- ``make_trainset(crops, points, size) -> TrainSet``: aligned face crops ``(N, H, H, 3)`` uint8 RGB and their 478
-  landmarks ``(N, 478, 2)`` in crop pixels become model-size crops, hull masks and eye/mouth loss weights.
+- ``make_trainset(crops, points, size, masks=None) -> TrainSet``: aligned face crops ``(N, H, H, 3)`` uint8 RGB,
+  their 478 landmarks ``(N, 478, 2)`` in crop pixels and their face-without-hair masks ``(N, H, H)`` become crops,
+  masks and eye/mouth loss weights at the model's output size (``ModelConfig.out_size``).
+- The loss counts the person's own face pixels only: L1 and DSSIM are weighted by the mask (nothing outside it),
+  and DSSIM compares the masked images, so no pixel outside the mask (hair, background, a hand) reaches the loss
+  even through SSIM's window. The decoder's mask head learns that mask. No decoder learns to draw hair.
 - ``Trainer(bank, data, cfg, checkpoint_path).run(on_progress, should_stop) -> TrainResult``: every step takes
   ``cfg.batch`` faces of *each* identity in ``data``, augments them on the device (``augment.py``), encodes them
   in one pass and decodes each share with its own decoder. Decoders of identities not in ``data`` are frozen:
@@ -58,7 +62,7 @@ class TrainSet:
     """One identity's training faces at the model size S."""
 
     crops: np.ndarray  # (N, S, S, 3) uint8 RGB
-    masks: np.ndarray  # (N, S, S) float32 in [0, 1]: landmark hull
+    masks: np.ndarray  # (N, S, S) float32 in [0, 1]: the face without hair (segment.face_region)
     weights: np.ndarray  # (N, S, S) float32 >= 1: eye/mouth emphasis
 
     def __post_init__(self) -> None:
@@ -83,16 +87,24 @@ class TrainSet:
 
 
 def make_trainset(
-    crops: np.ndarray, points: np.ndarray, size: int, *, eyes: float = 3.0, mouth: float = 2.0
+    crops: np.ndarray,
+    points: np.ndarray,
+    size: int,
+    *,
+    masks: np.ndarray | None = None,
+    eyes: float = 3.0,
+    mouth: float = 2.0,
 ) -> TrainSet:
-    """Resize aligned crops ``(N, H, H, 3)`` uint8 to ``size`` and build the masks and weights from ``points``.
+    """Resize aligned crops ``(N, H, H, 3)`` uint8 and their ``masks`` ``(N, H, H)`` to ``size`` and build the
+    eye/mouth weights from ``points``.
 
-    The mask is ``align.face_mask`` (face oval and brows, raised over the forehead): what the learned mask is
-    trained towards and what blending uses without one.
+    ``masks`` are the faces without hair (``segment.face_region``): what the loss counts and the learned mask is
+    trained towards. None: the landmark hull (``face_region`` without a hair map), which still holds hair where
+    it falls over the face.
     """
     import cv2
 
-    from swap_engine.align import face_mask
+    from swap_engine.segment import face_region
 
     crops = np.asarray(crops)
     points = np.asarray(points, np.float32)
@@ -106,9 +118,17 @@ def make_trainset(
         np.stack([cv2.resize(c, (size, size), interpolation=interp) for c in crops]) if scale != 1 else crops
     )
     pts = points * scale
-    masks = np.stack([face_mask(p, size) for p in pts])
+    if masks is None:
+        masks = np.stack([face_region(p, size, None) for p in pts])
+    else:
+        masks = np.asarray(masks, np.float32)
+        if masks.shape != crops.shape[:3]:
+            raise ValueError(f"masks must be (N, H, H) like the crops, got {masks.shape}")
+        if scale != 1:
+            masks = np.stack([cv2.resize(m, (size, size), interpolation=cv2.INTER_AREA if scale < 1
+                                         else cv2.INTER_LINEAR) for m in masks])  # fmt: skip
     weights = np.stack([region_weights(p, size, eyes=eyes, mouth=mouth) for p in pts])
-    return TrainSet(np.ascontiguousarray(out), masks, weights)
+    return TrainSet(np.ascontiguousarray(out), np.ascontiguousarray(masks, np.float32), weights)
 
 
 class EpochSampler:
@@ -169,8 +189,8 @@ class TrainConfig:
     min_batch: int = 2  # halving the batch after CUDA out-of-memory stops here
     ssim_weight: float = 1.0
     l1_weight: float = 1.0
-    mask_weight: float = 0.5  # learned mask vs landmark hull (models with learn_mask)
-    background: float = 0.05  # loss weight left outside the face mask
+    mask_weight: float = 0.5  # learned mask vs the face-without-hair mask (models with learn_mask)
+    background: float = 0.0  # loss weight left outside the face mask: none, so no decoder learns hair
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -204,6 +224,26 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
+def identity_loss(
+    rgb: torch.Tensor,
+    pred_mask: torch.Tensor | None,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    emphasis: torch.Tensor,
+    cfg: TrainConfig,
+) -> list[torch.Tensor]:
+    """``[face term, mask term]`` of one identity's share of a step: the decoder's ``rgb`` ``(B, 3, O, O)`` against
+    ``target``, counted on the face-without-hair ``mask`` ``(B, 1, O, O)`` times the eye/mouth ``emphasis``, and the
+    learned mask against ``mask`` (0 for models without one). Target pixels where ``mask`` is 0 change neither."""
+    weight = pixel_weight(mask, emphasis, cfg.background)
+    face = face_loss(
+        rgb, target, weight, mask=mask if cfg.background == 0 else None,
+        ssim_weight=cfg.ssim_weight, l1_weight=cfg.l1_weight,
+    )  # fmt: skip
+    m = mask_loss(pred_mask, mask) if pred_mask is not None else face.new_zeros(())
+    return [face, m]
+
+
 # -----------------------------------------------------------------------------
 # the trainer
 
@@ -231,9 +271,9 @@ class Trainer:
             raise ValueError("nothing to train: data is empty")
         for ident, ts in data.items():
             bank.decoder(ident)  # KeyError naming the bank's identities
-            if ts.size != bank.cfg.size:
+            if ts.size != bank.cfg.out_size:
                 raise ValueError(
-                    f"{ident}: faces are {ts.size} px, the model takes {bank.cfg.size}: make_trainset"
+                    f"{ident}: faces are {ts.size} px, the model draws {bank.cfg.out_size}: make_trainset"
                 )
         self.bank, self.cfg, self.checkpoint_path = bank, cfg, Path(checkpoint_path)
         self.ids = sorted(data)
@@ -306,10 +346,10 @@ class Trainer:
             [self._images[i][j] for i, j in zip(self.ids, idx, strict=True)]
         )  # (kB, S, S, 3) uint8
         maps = torch.cat([self._maps[i][j] for i, j in zip(self.ids, idx, strict=True)])  # (kB, 2, S, S)
-        faces = faces.permute(0, 3, 1, 2).float().div_(255)  # (kB, 3, S, S)
+        faces = faces.permute(0, 3, 1, 2).float().div_(255)  # (kB, 3, O, O), O = the decoder's output size
         warped, target, maps = augment_batch(faces, maps, cfg.augment, self.gen)
-        mask, emphasis = maps[:, :1], maps[:, 1:]  # (kB, 1, S, S) each
-        weight = pixel_weight(mask, emphasis, cfg.background)
+        warped = self._to_input(warped)  # (kB, 3, S, S)
+        mask, emphasis = maps[:, :1], maps[:, 1:]  # (kB, 1, O, O) each
         if self.channels_last:
             warped = warped.contiguous(memory_format=torch.channels_last)
 
@@ -319,11 +359,7 @@ class Trainer:
             for n, ident in enumerate(self.ids):
                 part = slice(n * batch, (n + 1) * batch)
                 rgb, pred_mask = self._decoders[ident](z[part])
-                face = face_loss(
-                    rgb, target[part], weight[part], ssim_weight=cfg.ssim_weight, l1_weight=cfg.l1_weight
-                )
-                m = mask_loss(pred_mask, mask[part]) if pred_mask is not None else face.new_zeros(())
-                terms += [face, m]
+                terms += identity_loss(rgb, pred_mask, target[part], mask[part], emphasis[part], cfg)
         terms_t = torch.stack(terms).view(k, 2)  # (identities, [face, mask])
         total = terms_t[:, 0].sum() + cfg.mask_weight * terms_t[:, 1].sum()
         self.opt.zero_grad(set_to_none=True)
@@ -344,6 +380,13 @@ class Trainer:
             out["mask"] = float(values[:, 1].mean())
         out["total"] = float(values[:, 0].sum() + cfg.mask_weight * values[:, 1].sum())
         return out
+
+    def _to_input(self, faces: torch.Tensor) -> torch.Tensor:
+        """Faces at the decoder's output size ``(B, 3, O, O)`` → the encoder's input size ``(B, 3, S, S)``."""
+        size = self.bank.cfg.size
+        if faces.shape[-1] == size:
+            return faces
+        return F.interpolate(faces, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
     def _step_with_oom_retry(self) -> dict[str, float]:
         while True:
@@ -532,13 +575,14 @@ class Trainer:
             faces = (
                 self._images[src][self._preview_idx[src]].permute(0, 3, 1, 2).float() / 255
             )  # (F, 3, S, S)
-            x = faces.contiguous(memory_format=torch.channels_last) if self.channels_last else faces
+            x = self._to_input(faces)
+            x = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
             with self._autocast():
                 z = self.bank.encoder(x)
                 outs = [self.bank.decoder(dst)(z)[0].float() for dst in (ids[n:] + ids[:n])]
             rows += [faces] + outs
         width = max(len(r) for r in rows)
-        size = self.bank.cfg.size
+        size = self.bank.cfg.out_size
         grid = torch.zeros(len(rows), width, 3, size, size, device=self.device)
         for r, row in enumerate(rows):
             grid[r, : len(row)] = row
@@ -682,7 +726,7 @@ def swap_faces(
     bank.decoder(identity)
     dev = resolve_device(device) if device is not None else next(bank.parameters()).device
     bank.to(dev).eval()
-    n, side, size = len(crops), crops.shape[1], bank.cfg.size
+    n, side, size, out_size = len(crops), crops.shape[1], bank.cfg.size, bank.cfg.out_size
     out = np.empty_like(crops)
     masks = np.empty((n, side, side), np.float32) if bank.cfg.learn_mask else None
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
@@ -691,16 +735,16 @@ def swap_faces(
         if side != size:
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         with amp:
-            rgb, mask = bank(x, identity)  # (b, 3, S, S), (b, 1, S, S) | None
+            rgb, mask = bank(x, identity)  # (b, 3, O, O), (b, 1, O, O) | None
         rgb = rgb.float()
-        if side != size:
+        if side != out_size:
             rgb = F.interpolate(
-                rgb, size=(side, side), mode="bicubic", antialias=side < size, align_corners=False
+                rgb, size=(side, side), mode="bicubic", antialias=side < out_size, align_corners=False
             )
         out[lo : lo + batch] = (rgb.clamp(0, 1) * 255 + 0.5).byte().permute(0, 2, 3, 1).cpu().numpy()
         if masks is not None and mask is not None:
             mask = mask.float()
-            if side != size:
+            if side != out_size:
                 mask = F.interpolate(mask, size=(side, side), mode="bilinear", align_corners=False)
             masks[lo : lo + batch] = mask[:, 0].clamp(0, 1).cpu().numpy()
     return out, masks
@@ -715,4 +759,5 @@ __all__ = [
     "Trainer",
     "swap_faces",
     "resolve_device",
+    "identity_loss",
 ]

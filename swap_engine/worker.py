@@ -155,11 +155,16 @@ def merge_facesets(new: Path, earlier: Path) -> int:
     if (old.get("size"), old.get("coverage")) != (doc.get("size"), doc.get("coverage")):
         log.warning("an earlier face set has another crop size or coverage; starting afresh")
         return len(doc["faces"])
+    from swap_engine.faceset import mask_file
+
     faces = doc["faces"]
     for record in old["faces"]:
         name = f"faces/{len(faces):04d}.png"
         shutil.copyfile(earlier / record["file"], new / name)
-        faces.append({**record, "file": name})
+        mask = record.get("mask")  # version-1 sets have none: load_faceset makes it
+        if mask:
+            shutil.copyfile(earlier / mask, new / mask_file(name))
+        faces.append({**record, "file": name, "mask": mask_file(name) if mask else None})
     (new / FACESET_JSON).write_text(json.dumps(doc), encoding="utf-8")
     return len(faces)
 
@@ -231,7 +236,7 @@ def _thumbnail_grid(folder: Path, columns: int = 6, cell: int = 96, limit: int =
 
 def run_prepare(ctx: JobContext) -> Outcome:
     """Decrypt the identity's uploads, build the face set, record each upload's verdict, store set + thumbnails."""
-    from swap_engine.assets import landmarker_path
+    from swap_engine.assets import hair_segmenter_path, landmarker_path
     from swap_engine.faceset import build_faceset
 
     (identity_id,) = ctx.job.identity_ids
@@ -266,6 +271,7 @@ def run_prepare(ctx: JobContext) -> Outcome:
             out,
             landmarker_path(s.models_path),
             max_image_pixels=s.max_image_pixels,
+            hair_model=hair_segmenter_path(s.models_path),
             max_video_seconds=s.max_clip_seconds,
             on_progress=lambda fraction, message: ctx.progress("faces", fraction * 100, message),
         )
@@ -413,8 +419,11 @@ def _train(ctx: JobContext, faces: dict[str, Path], identities: dict[int, int], 
             last_saved[0] = checkpoint.stat().st_mtime
             ctx.save_state({**state, "stage": "train", "train_step": p.step}, _pack_state(ctx, keep + ["train.ckpt"]))
 
+    from swap_engine.assets import hair_segmenter_path
+
     plan = pipeline.TrainPlan(faces=faces, bank_path=bank_path, checkpoint=checkpoint, model=model,
-                              device=ctx.device, seconds=seconds, seed=int(ctx.job.payload.get("seed", 0)))
+                              device=ctx.device, seconds=seconds, seed=int(ctx.job.payload.get("seed", 0)),
+                              hair_model=hair_segmenter_path(ctx.settings.models_path))
     result = _train_with_oom_fallback(plan, on_progress, ctx.should_stop)
     if result.stopped in ("cancelled", "signal"):
         if not ctx.cancelled.is_set():  # a cancelled job never resumes: don't spend seconds uploading its checkpoint
@@ -526,7 +535,10 @@ def run_swap(ctx: JobContext) -> Outcome:
     actor_path = ctx.folder / f"actor-t{track}.npz"
     if not actor_path.is_file():
         ctx.progress("actor", 16, f"collecting the actor's face ({len(chosen.faces)} frames)")
-        pipeline.extract_actor(clip, scan, int(track), actor_path)
+        from swap_engine.assets import hair_segmenter_path
+
+        pipeline.extract_actor(clip, scan, int(track), actor_path,
+                               hair_model=hair_segmenter_path(ctx.settings.models_path))
 
     person = identity.engine_id
     if not (ctx.folder / "bank.pt").is_file() or state.get("stage") != "trained":
@@ -538,7 +550,11 @@ def run_swap(ctx: JobContext) -> Outcome:
     bank, _ = load_bank(ctx.folder / "bank.pt")
     out = ctx.folder / "swap.mp4"
     max_bytes = int(payload.get("max_bytes") or ctx.settings.output_max_bytes)
-    opts = ConvertOptions(identity=person, track=int(track), device=ctx.device, max_bytes=max_bytes)
+    from swap_engine.assets import hair_segmenter_path
+
+    opts = ConvertOptions(identity=person, track=int(track), device=ctx.device, max_bytes=max_bytes,
+                          hair_model=hair_segmenter_path(ctx.settings.models_path),
+                          pose_range=pipeline.pose_range(_identity_faces(ctx, identity)))
     report = convert_clip(
         clip, bank, scan, out, opts,
         on_progress=lambda d, t: ctx.progress("convert", 80 + 19 * d / max(t, 1), f"swapping frame {d} of {t}")

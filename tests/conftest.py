@@ -51,6 +51,14 @@ def landmarker_model(model_dir: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def hair_model(model_dir: Path) -> Path:
+    path = model_dir / "hair_segmenter.tflite"
+    if not path.is_file():
+        pytest.skip(f"{path} missing")
+    return path
+
+
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     """A fresh, empty data home for one test."""

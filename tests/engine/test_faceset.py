@@ -37,12 +37,15 @@ def test_two_portraits_give_one_face_each(photos: Path, landmarker_model: Path, 
     report = build_faceset([photos / "obama.jpg", photos / "biden.jpg"], out, landmarker_model)
     assert [r.source for r in report.kept] == ["obama.jpg", "biden.jpg"]
     assert report.problems == [] and report.notes == []
-    assert sorted(p.name for p in (out / "faces").iterdir()) == ["0000.png", "0001.png"]
+    assert sorted(p.name for p in (out / "faces").iterdir()) == [
+        "0000.mask.png", "0000.png", "0001.mask.png", "0001.png"
+    ]
     assert report.summary().startswith("2 faces kept from 2 photos; poses: mostly frontal")
     loaded = load_faceset(out)
     assert loaded.crops.shape == (2, 256, 256, 3) and loaded.crops.dtype == np.uint8
     assert loaded.points.shape == (2, NUM_POINTS, 2) and loaded.points.dtype == np.float32
     assert loaded.size == 256 and loaded.coverage == align.DEFAULT_COVERAGE
+    assert loaded.masks.shape == (2, 256, 256) and loaded.masks.dtype == np.float32
     np.testing.assert_allclose(loaded.points, np.stack([r.points for r in report.kept]), atol=0.01)
     record = loaded.records[0]
     assert record.frame is None and record.blendshapes is not None and record.blendshapes.shape == (52,)
@@ -51,6 +54,61 @@ def test_two_portraits_give_one_face_each(photos: Path, landmarker_model: Path, 
     eyes = np.array([loaded.points[0][[33, 133]].mean(axis=0), loaded.points[0][[362, 263]].mean(axis=0)])
     target = ((align.TEMPLATE_EYES - 0.5) / align.DEFAULT_COVERAGE + 0.5) * 256
     assert np.abs(eyes - target).max() < 8
+
+
+def _hair_in_hull(crop: np.ndarray, points: np.ndarray, hair_model: Path) -> np.ndarray:
+    """Boolean (S, S): pixels inside the raised landmark hull that the hair segmenter is sure are hair."""
+    from swap_engine.segment import HairSegmenter
+
+    with HairSegmenter(hair_model) as segmenter:
+        hair = segmenter.hair(crop)
+    hull = align.face_mask(points, crop.shape[0], forehead=True, feather_px=0) > 0.5
+    return hull & (hair > 0.9)
+
+
+def test_hair_aware_mask_excludes_the_curls(
+    photos: Path, landmarker_model: Path, hair_model: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "set"
+    build_faceset([photos / "man_curly_glasses.jpg"], out, landmarker_model, hair_model=hair_model)
+    loaded = load_faceset(out)
+    crop, points, mask = loaded.crops[0], loaded.points[0], loaded.masks[0]
+    curls = _hair_in_hull(crop, points, hair_model)
+    # The landmark hull alone reaches into his curls (else this test would prove nothing) ...
+    assert curls.sum() > 0.03 * curls.size
+    hull_only = load_faceset(_without_masks(out, tmp_path / "v1"))  # no hair model: the plain hull
+    assert hull_only.masks[0][curls].mean() > 0.5
+    # ... the stored mask leaves them out, and keeps the eyes, nose and mouth whole.
+    assert mask[curls].mean() < 0.05
+    from swap_engine.landmarks import LEFT_EYE, LIPS_OUTER, RIGHT_EYE
+
+    x, y = np.round(points[list(RIGHT_EYE + LEFT_EYE + LIPS_OUTER + (1, 4, 6))]).astype(int).T
+    assert mask[y, x].min() > 0.9
+
+
+def _without_masks(folder: Path, dest: Path) -> Path:
+    """A copy of a face set as version 1 wrote it: no mask files, no mask keys."""
+    import shutil
+
+    shutil.copytree(folder, dest)
+    doc = json.loads((dest / FACESET_JSON).read_text())
+    doc["version"] = 1
+    for face in doc["faces"]:
+        (dest / face.pop("mask")).unlink()
+    (dest / FACESET_JSON).write_text(json.dumps(doc))
+    return dest
+
+
+def test_version_one_sets_get_their_masks_on_load(
+    photos: Path, landmarker_model: Path, hair_model: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "set"
+    build_faceset([photos / "man_curly_glasses.jpg", photos / "obama.jpg"], out, landmarker_model, hair_model=hair_model)
+    stored = load_faceset(out).masks
+    old = load_faceset(_without_masks(out, tmp_path / "v1"), hair_model=hair_model)
+    assert old.masks.shape == stored.shape
+    # The same masks, up to the PNG's 8 bits and the points the JSON keeps to 0.01 px.
+    assert np.abs(old.masks - stored).max() < 0.02
 
 
 def test_group_photo_keeps_the_largest_and_says_so(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import asdict, replace
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from swap_engine.model import (
     Encoder,
     FaceBank,
     ModelConfig,
+    config_from_dict,
     load_bank,
     model_config,
     model_flops,
@@ -54,14 +56,32 @@ def test_presets_forward_shapes(name):
     bank = FaceBank(cfg, ["a", "b"])
     x = torch.rand(2, 3, cfg.size, cfg.size)
     rgb, mask = bank(x, "b")
-    assert rgb.shape == (2, 3, cfg.size, cfg.size)
+    out = cfg.size * cfg.out_scale
+    assert rgb.shape == (2, 3, out, out)
     assert 0 <= float(rgb.detach().min()) and float(rgb.detach().max()) <= 1
     if cfg.learn_mask:
-        assert mask is not None and mask.shape == (2, 1, cfg.size, cfg.size)
+        assert mask is not None and mask.shape == (2, 1, out, out)
     else:
         assert mask is None
     swapped, _ = bank.swap(x, "a")
     assert not swapped.requires_grad
+
+
+def test_lite_reads_64_and_draws_128_px():
+    lite = model_config("lite")
+    assert (lite.size, lite.out_size) == (64, 128)
+    dec = Decoder(lite)
+    assert len(dec.upscales) == len(lite.dec_channels) + 1
+    # The extra upscale is cheap: a fifth more than the same model drawing 64 px.
+    ratio = model_flops(lite) / model_flops(replace(model_config("lite"), out_scale=1))
+    assert 1.0 < ratio < 1.35
+
+
+def test_out_scale_is_checked_and_old_banks_default_to_one():
+    with pytest.raises(ValueError, match="out_scale"):
+        ModelConfig(out_scale=3)
+    old = {k: v for k, v in asdict(model_config("lite")).items() if k != "out_scale"}
+    assert config_from_dict(old).out_scale == 1
 
 
 def test_hires_and_lite_choices():

@@ -54,7 +54,7 @@ def bank(stage: SimpleNamespace) -> FaceBank:
     bank = FaceBank(cfg)
     bank.add_identity("t0")
     bank.add_identity("t1", init_from="t0")
-    data = {k: make_trainset(*pipeline.load_faces(p), cfg.size) for k, p in faces.items()}
+    data = {k: make_trainset(*pipeline.load_faces(p)[:2], cfg.out_size, masks=pipeline.load_faces(p)[2]) for k, p in faces.items()}
     train = TrainConfig(
         batch=8, budget_seconds=2.0, max_steps=40, device="cpu", checkpoint_every_s=None, preview_every_s=None,
         plateau_patience=None,
@@ -163,10 +163,12 @@ def test_choosing_track_1_instead_of_0_changes_the_other_face(
 
 def test_extract_actor_keeps_aligned_crops_and_points(stage: SimpleNamespace) -> None:
     path = pipeline.extract_actor(stage.clip, stage.scan, 0, stage.work / "actor.npz")
-    crops, points = pipeline.load_faces(path)
+    crops, points, masks = pipeline.load_faces(path)
     n = len(stage.scan.track(0).faces)
     assert crops.shape == (n, pipeline.CROP_SIZE, pipeline.CROP_SIZE, 3) and crops.dtype == np.uint8
     assert points.shape == (n, 478, 2)
+    assert masks.shape == crops.shape[:3] and masks.dtype == np.float32
+    assert masks.min() >= 0 and masks.max() <= 1 and (masks > 0.5).mean() > 0.2  # a face's worth of the crop
     # Aligned: the eyes sit at the same place in every crop.
     eyes = points[:, [33, 263]].mean(axis=1)
     assert eyes.std(axis=0).max() < 6

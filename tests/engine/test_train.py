@@ -16,7 +16,7 @@ from swap_engine.augment import NO_AUGMENT, AugmentConfig, augment_batch
 from swap_engine.landmarks import FACE_OVAL, LEFT_BROW, LEFT_EYE, LIPS_OUTER, RIGHT_BROW, RIGHT_EYE
 from swap_engine.losses import face_loss, ssim_map
 from swap_engine.model import FaceBank, ModelConfig, load_bank, model_config
-from swap_engine.train import Progress, TrainConfig, Trainer, make_trainset, swap_faces
+from swap_engine.train import Progress, TrainConfig, Trainer, identity_loss, make_trainset, swap_faces
 
 # A 32 px model with a mask: 3 stride-2 convs to 4x4, one upscale in the encoder, two in the decoder.
 TINY = ModelConfig(
@@ -152,6 +152,51 @@ def test_ssim_and_face_loss():
     left[..., :16], right[..., 16:] = 1, 1
     assert float(face_loss(y, x, left, ssim_weight=0)) > 0.2
     assert float(face_loss(y, x, right, ssim_weight=0)) < 1e-6
+
+
+def test_hair_pixels_do_not_count_in_the_loss():
+    """Two targets that differ only where the mask is 0 (the person's hair) give the very same loss and gradient."""
+    gen = torch.Generator().manual_seed(0)
+    size = 48
+    mask = torch.zeros(2, 1, size, size)
+    mask[:, :, 12:40, 10:38] = 1.0  # the face
+    mask[:, :, 12:20, 10:38] = 0.0  # a fringe over its forehead: hair, not face
+    mask = torch.from_numpy(cv2.GaussianBlur(mask.numpy()[:, 0], (0, 0), 1.0)[:, None] * (mask.numpy() > 0))
+    emphasis = torch.ones_like(mask)
+    face = torch.rand(2, 3, size, size, generator=gen)
+    hair_a = torch.rand(2, 3, size, size, generator=gen)
+    hair_b = torch.rand(2, 3, size, size, generator=gen)
+    target_a = torch.where(mask > 0, face, hair_a)
+    target_b = torch.where(mask > 0, face, hair_b)
+    rgb = torch.rand(2, 3, size, size, generator=gen, requires_grad=True)
+    pred_mask = torch.rand(2, 1, size, size, generator=gen)
+
+    def loss_and_grad(target: torch.Tensor, cfg: TrainConfig) -> tuple[float, torch.Tensor]:
+        rgb.grad = None
+        face_term, mask_term = identity_loss(rgb, pred_mask, target, mask, emphasis, cfg)
+        (face_term + mask_term).backward()
+        return float(face_term), rgb.grad.clone()
+
+    cfg = TrainConfig()
+    loss_a, grad_a = loss_and_grad(target_a, cfg)
+    loss_b, grad_b = loss_and_grad(target_b, cfg)
+    assert loss_a == pytest.approx(loss_b, abs=1e-7)
+    assert torch.allclose(grad_a, grad_b, atol=1e-8)
+    # The loss as it was (a little weight outside the face, SSIM over unmasked images) let the hair in.
+    old = TrainConfig(background=0.05)
+    assert loss_and_grad(target_a, old)[0] != pytest.approx(loss_and_grad(target_b, old)[0], abs=1e-4)
+
+
+def test_make_trainset_uses_the_stored_masks(data):
+    ts = data["man"]
+    masks = np.zeros((len(ts), 2 * ts.size, 2 * ts.size), np.float32)
+    masks[:, 10:60, 20:70] = 1.0
+    made = make_trainset(np.repeat(np.repeat(ts.crops, 2, 1), 2, 2), np.zeros((len(ts), 478, 2)), ts.size,
+                         masks=masks)  # fmt: skip
+    assert made.masks.shape == (len(ts), ts.size, ts.size)
+    assert made.masks[:, 10, 20] == pytest.approx(1.0) and made.masks[:, 0, 0] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="masks"):
+        make_trainset(ts.crops, np.zeros((len(ts), 478, 2)), ts.size, masks=masks[:, :10])
 
 
 def test_make_trainset_maps(data):
