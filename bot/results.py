@@ -113,6 +113,9 @@ async def _post_video(
     text = f"<@{job.owner_id}> here is **{name}** in *{clip}* (AI face swap)."
     if job.payload.get("refit_of"):
         text = f"<@{job.owner_id}> here is the smaller copy of **{name}** in *{clip}* (AI face swap)."
+    notes = result.report.get("notes") if result is not None else None
+    if isinstance(notes, list) and notes:  # e.g. the face turns further than the enrolled photos do
+        text += "\n" + "\n".join(f"-# {note}" for note in notes if isinstance(note, str))
 
     # Attempts from the richest message down: video + GIF, then GIF alone, then words alone.
     attempts: list[list[tuple[BlobRef, str]]] = []

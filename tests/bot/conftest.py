@@ -115,10 +115,13 @@ class StandInWorker:
         )
         return await self.store.complete(job.id, self.worker_id, report={"faces": kept})
 
-    async def swap(self, video: bytes, *, gif: bytes | None = None, job: Job | None = None) -> Job:
+    async def swap(
+        self, video: bytes, *, gif: bytes | None = None, job: Job | None = None, report: dict | None = None
+    ) -> Job:
         job = job or await self.claim(JobKind.SWAP)
         return await self.store.complete(
-            job.id, self.worker_id, video=video, comparison=gif if gif is not None else gif_bytes(), report={"frames": 10}
+            job.id, self.worker_id, video=video, comparison=gif if gif is not None else gif_bytes(),
+            report=report or {"frames": 10},
         )
 
 

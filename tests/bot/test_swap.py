@@ -114,6 +114,18 @@ async def test_rate_limited_edits_do_not_crash(
     await fake.wait_for(lambda: "Done" in status.text, what="the final status")
 
 
+async def test_the_result_message_carries_the_swaps_notes(
+    fake: FakeDiscord, runner: BotRunner, family: Family, store: Storage, worker: StandInWorker, clip: bytes
+) -> None:
+    identity = await ready_identity(store, family.guild, family.alice)
+    await start_swap(fake, family, clip, identity.id)
+    note = ("The face turns further than in the enrolled photos in 30 of 200 frames, so the swap fades out there: "
+            "for turned heads, enroll a video turning your head left and right.")  # fmt: skip
+    await worker.swap(clip, report={"frames": 200, "notes": [note]})
+    result = await fake.wait_message(family.general, lambda m: "here is **alice**" in m.text, what="the result")
+    assert note in result.text
+
+
 async def test_old_status_message_is_replaced(
     fake: FakeDiscord, runner: BotRunner, family: Family, store: Storage, worker: StandInWorker, clip: bytes
 ) -> None:
