@@ -119,3 +119,21 @@ def test_http_error_is_a_model_file_error(tmp_path: Path, serve: Callable[[Path]
     empty.mkdir()
     with pytest.raises(ModelFileError, match="Could not download"):
         landmarker_path(tmp_path / "models", url=f"{serve(empty)}/{LANDMARKER_FILE}", progress=False)
+
+
+def test_hair_segmenter_is_fetched_and_checked_like_the_landmarker(
+    tmp_path: Path, hair_model: Path, serve: Callable[[Path], str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from swap_engine.assets import HAIR_SEGMENTER, hair_segmenter_path
+
+    assert hair_segmenter_path(hair_model.parent, download=False) == hair_model
+    base = serve(hair_model.parent)
+    target_dir = tmp_path / "models"
+    path = hair_segmenter_path(target_dir, url=f"{base}/{HAIR_SEGMENTER.file}", progress=True)
+    assert path == target_dir / "hair_segmenter.tflite" and verify_file(path, HAIR_SEGMENTER.sha256)
+    assert "Downloading hair_segmenter.tflite" in capsys.readouterr().err
+    # Another file under its name is refused, and the message names the hair model and its official address.
+    path.write_bytes(b"\0" * 1000)
+    with pytest.raises(ModelFileError, match="expected hair model") as info:
+        hair_segmenter_path(target_dir, download=False)
+    assert HAIR_SEGMENTER.url in info.value.user_text()
