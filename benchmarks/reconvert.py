@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-hair", action="store_true", help="landmark hull only, no hair segmenter")
     parser.add_argument("--no-pose-fade", action="store_true")
     parser.add_argument("--sharpen", type=float, default=1.0)
+    parser.add_argument("--crop-px", type=int, default=None)
+    parser.add_argument("--detail", type=float, default=0.0)
+    parser.add_argument("--detail-sigma", type=float, default=1.0)
     args = parser.parse_args(argv)
     settings = Settings.load()
     files = sorted(args.identity_from)
@@ -55,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
             device="cpu",
             max_bytes=None,
             sharpen=args.sharpen,
+            crop_px=args.crop_px,
+            detail=args.detail,
+            detail_sigma=args.detail_sigma,
             keep_mouth=args.keep_mouth,
             hair_model=None if args.no_hair else _hair_model(settings),
             pose_range=None if args.no_pose_fade else pipeline.pose_range(work / "person"),

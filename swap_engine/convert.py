@@ -64,6 +64,9 @@ class ConvertOptions:
     hair_model: Path | None = None  # hair_segmenter.tflite: keep the actor's hair in front; None: landmark hull only
     pose_range: PoseRange | None = None  # the poses the person enrolled; None: never fade
     keep_mouth: bool = False  # keep the actor's mouth opening (teeth, tongue) instead of the decoder's
+    crop_px: int | None = None  # side of the crop that is colour-matched and blended; None: the decoder's output
+    detail: float = 0.0  # how much of the actor's finest detail (above detail_sigma) to lay over the face, 0 = off
+    detail_sigma: float = 1.0  # in pixels of the model's input face: detail finer than this is the actor's
 
 
 @dataclass
@@ -127,7 +130,7 @@ class FrameSwapper:
         self.opts = opts
         self.fps = fps
         # Crops are cut at the decoder's output size (the encoder's input is resized from them in swap_faces).
-        self.size: int = bank.cfg.out_size  # type: ignore[attr-defined]
+        self.size: int = opts.crop_px or bank.cfg.out_size  # type: ignore[attr-defined]
         self.model_size: int = bank.cfg.size  # type: ignore[attr-defined]
         self.coverage = coverage
         self.points_filter = smooth.OneEuroFilter(vector_axis=-1)
@@ -201,12 +204,27 @@ class FrameSwapper:
             self.timer.add("model", start)
             start = time.perf_counter()
             swapped = self.sharpen(swapped)
+            if self.opts.detail > 0:
+                swapped = self.add_detail(swapped, crops)
             self.timer.add("blend", start)
             start = time.perf_counter()
             for n, p in enumerate(faces):
                 p.frame = self._composite(p, swapped[n], None if learned is None else learned[n])
             self.timer.add("blend", start)
         return [p.frame for p in batch]
+
+    def add_detail(self, faces: np.ndarray, crops: np.ndarray) -> np.ndarray:
+        """The decoder's faces ``(N, S, S, 3)`` plus ``opts.detail`` times the actor crops' detail finer than
+        ``opts.detail_sigma`` model pixels (crop minus its Gaussian blur): skin texture, lash lines and lip edges
+        that a decoder reading 64 px faces cannot draw, at the place the actor's expression puts them."""
+        sigma = self.opts.detail_sigma * faces.shape[1] / self.model_size
+        amount = np.float32(self.opts.detail)
+        out = np.empty_like(faces)
+        for n, (face, crop) in enumerate(zip(faces, crops, strict=True)):
+            source = crop.astype(np.float32)
+            fine = source - cv2.GaussianBlur(source, (0, 0), sigma)
+            out[n] = np.clip(face.astype(np.float32) + amount * fine + 0.5, 0, 255).astype(np.uint8)
+        return out
 
     def sharpen(self, faces: np.ndarray) -> np.ndarray:
         """Unsharp mask (``opts.sharpen`` amount) on the decoder's faces ``(N, S, S, 3)`` at the features' scale.
