@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from swap_engine.ffmpeg_bin import bundled_ffmpeg
+from tests.ffmpeg_fakes import fake_tool
+
 
 def _famswap(args: list[str], env_extra: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FAMSWAP_", "DISCORD_"))}
@@ -74,3 +77,18 @@ def test_a_relative_model_dir_is_the_same_folder_for_every_process(home: Path, m
         env={**{k: v for k, v in os.environ.items() if not k.startswith("FAMSWAP_")}, **env},
     )
     assert child.stdout.strip().splitlines()[-1] == str(model_dir), child.stdout + child.stderr
+
+
+def test_doctor_says_which_ffmpeg_it_uses_and_why_it_refused_an_old_one(env: dict[str, str], tmp_path: Path) -> None:
+    old_bin = tmp_path / "old-bin"
+    fake_tool(old_bin, "ffmpeg", version="4.2.7-0ubuntu0.1")  # Ubuntu 20.04's
+    path = f"{old_bin}{os.pathsep}{os.environ.get('PATH', '')}"
+
+    out = _famswap(["doctor"], {**env, "PATH": path}, tmp_path)
+
+    assert out.returncode == 0, out.stdout + out.stderr
+    (line,) = [line for line in out.stdout.splitlines() if " ffmpeg " in f" {line} "]
+    assert line.startswith("ok ") and "bundled: " in line and "usable (famswap needs 4.4 or newer" in line
+    assert f"Not used: The ffmpeg at {old_bin / 'ffmpeg'} is version 4.2.7-0ubuntu0.1, older than the 4.4" in line
+    assert f"version {bundled_ffmpeg().version} " in line
+    assert len([w for w in out.stderr.splitlines() if "older than the 4.4" in w]) == 1, "one warning line"

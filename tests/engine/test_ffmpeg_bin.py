@@ -18,22 +18,7 @@ from swap_engine.ffmpeg_bin import (
     system_ffmpeg,
     unusable_because,
 )
-
-
-def _fake_tool(folder: Path, name: str, version: str = "6.1-fake", encoders: str = "libx264 aac") -> Path:
-    """A stand-in that answers ``-version`` and ``-encoders`` the way ffmpeg prints them."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    listing = "\\n".join(f" V....D {enc:<20} {enc} encoder" for enc in encoders.split())
-    path.write_text(
-        "#!/bin/sh\n"
-        'for arg in "$@"; do\n'
-        f'  if [ "$arg" = "-encoders" ]; then printf "Encoders:\\n V..... = Video\\n ------\\n{listing}\\n"; exit 0; fi\n'
-        "done\n"
-        f'echo "{name} version {version} Copyright (c) the test"\n'
-    )
-    path.chmod(0o755)
-    return path
+from tests.ffmpeg_fakes import fake_tool as _fake_tool
 
 
 @pytest.mark.parametrize(
