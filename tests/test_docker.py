@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from swap_engine.assets import LANDMARKER_FILE, LANDMARKER_SHA256, OFFICIAL_URL
+from swap_engine.assets import MODEL_FILES
 
 REPO = Path(__file__).resolve().parents[1]
 # Pythons of the base images, from their published contents (pytorch/pytorch 2.5.1 images: Python 3.11.10).
@@ -21,7 +21,6 @@ KNOWN_BASES = {
     "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime": (3, 11),
     "python:3.11-slim-bookworm": (3, 11),
 }
-MODELS = ("face_landmarker.task", "hair_segmenter.tflite")
 
 
 @dataclass
@@ -156,16 +155,17 @@ def test_models_are_fetched_from_their_official_address_and_checked(variant: str
         reversed(line.split()) for line in (shared_dir / "models" / "SHA256SUMS").read_text().splitlines() if line
     )
     urls = _official_urls(shared_dir)
-    assert urls[LANDMARKER_FILE] == OFFICIAL_URL and published[LANDMARKER_FILE] == LANDMARKER_SHA256
+    assert {m.file for m in MODEL_FILES} == {"face_landmarker.task", "hair_segmenter.tflite"}
 
     (fetch,) = [r for r in built.all("RUN") if "curl -fsSL" in r]
     words = shlex.split(fetch)
-    for name in MODELS:
-        path = f"{model_dir}/{name}"
+    for spec in MODEL_FILES:  # what the engine itself fetches and verifies
+        assert (spec.url, spec.sha256) == (urls[spec.file], published[spec.file]), f"{spec.file}: engine vs shared"
+        path = f"{model_dir}/{spec.file}"
         at = words.index(path)
-        assert words[at - 1] == "-o" and words[at + 1] == urls[name], f"{name} comes from {urls[name]}"
+        assert words[at - 1] == "-o" and words[at + 1] == spec.url, f"{spec.file} comes from {spec.url}"
         # In the same RUN, so a wrong or truncated download fails the build.
-        assert f"{published[name]} {path}" in " ".join(words), f"{name} is checked against {published[name]}"
+        assert f"{spec.sha256} {path}" in " ".join(words), f"{spec.file} is checked against {spec.sha256}"
     assert "sha256sum -c -" in fetch
 
 
