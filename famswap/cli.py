@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -91,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"famswap: {exc.user_text()}", file=sys.stderr)
         return EXIT_USAGE
+    # Children (the workers of `famswap run`, ffmpeg) inherit the folders as resolved here, not as written.
+    os.environ.update(settings.path_environ())
     # Worker lines are prefixed so the mixed output of `famswap run` says which process spoke.
     setup_logging(settings.log_level, process=f"worker {getattr(args, 'device', None) or settings.device}" if args.command == "worker" else None)
     try:

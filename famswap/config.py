@@ -73,6 +73,20 @@ def _parse_path(name: str, raw: str) -> Path:
     return Path(raw.strip()).expanduser()
 
 
+# Settings that name a file or folder. They are made absolute once, at start-up, and exported again
+# (``Settings.path_environ``) so that every child process sees the same folders whatever its working folder.
+PATH_VARIABLES = ("FAMSWAP_HOME", "FAMSWAP_MODEL_DIR", "FAMSWAP_KEY_FILE")
+
+
+def absolute_path(raw: str, base: Path) -> str:
+    """``raw`` (``~`` expanded) as an absolute path, taken relative to ``base`` when it is relative.
+
+    ``..`` is folded away; symbolic links are kept as written.
+    """
+    path = Path(raw.strip()).expanduser()
+    return os.path.abspath(path if path.is_absolute() else base / path)
+
+
 def _parse_url(name: str, raw: str) -> str:
     value = raw.strip().rstrip("/")
     if not re.match(r"^(https?|wss?)://", value):
@@ -134,15 +148,31 @@ class Settings:
         Variables already in the environment win over the file. Raises ConfigError naming the variable at fault.
         """
         env = dict(os.environ if environ is None else environ)
+        cwd = Path.cwd()
         path = env_file if env_file is not None else Path(env.get("FAMSWAP_ENV_FILE", ".env"))
+        # A relative path means: from the working folder (environment) or from the .env file's own folder.
+        for key in PATH_VARIABLES:
+            if env.get(key, "").strip():
+                env[key] = absolute_path(env[key], cwd)
         for key, value in read_env_file(path).items():
-            env.setdefault(key, value)
+            if key in env:
+                continue
+            env[key] = absolute_path(value, (cwd / path).parent) if key in PATH_VARIABLES and value.strip() else value
         values: dict[str, Any] = {}
         for f in fields(cls):
             raw = env.get(f.metadata["env"])
             if raw is not None:
                 values[f.name] = f.metadata["parse"](f.metadata["env"], raw)
         return cls(**values)
+
+    def path_environ(self) -> dict[str, str]:
+        """The folders this process uses, absolute, as environment variables for the processes it starts."""
+        env = {"FAMSWAP_HOME": str(self.home)}
+        if self.model_dir is not None:
+            env["FAMSWAP_MODEL_DIR"] = str(self.model_dir)
+        if self.key_file is not None:
+            env["FAMSWAP_KEY_FILE"] = str(self.key_file)
+        return env
 
     # Derived locations: one place decides the layout of the data home.
     @property

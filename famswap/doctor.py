@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import platform
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -57,20 +56,23 @@ def _model(settings: Settings, file: str) -> Check:
 
 
 def _ffmpeg() -> Check:
-    from swap_engine.ffmpeg_bin import find_ffmpeg
+    from swap_engine.ffmpeg_bin import MIN_VERSION, find_ffmpeg, release_text, unusable_because
 
     try:
         tools = find_ffmpeg()
     except Exception as exc:  # noqa: BLE001 - the doctor reports every failure as a line
         return Check("ffmpeg", False, str(exc))
-    try:
-        first = subprocess.run(
-            [tools.ffmpeg, "-hide_banner", "-version"], capture_output=True, text=True, timeout=20
-        ).stdout.splitlines()[0]
-    except (OSError, IndexError, subprocess.SubprocessError) as exc:
-        return Check("ffmpeg", False, f"{tools.ffmpeg} does not run: {exc}")
+    problem = unusable_because(tools)
+    if problem is not None:
+        return Check("ffmpeg", False, f"{tools.source}: {problem}")
     probe = tools.ffprobe or "none (probing parses ffmpeg's output)"
-    return Check("ffmpeg", True, f"{tools.source}: {tools.ffmpeg} ({first}); ffprobe: {probe}")
+    detail = (
+        f"{tools.source}: {tools.ffmpeg}, version {tools.version} — usable (famswap needs "
+        f"{release_text(MIN_VERSION)} or newer with libx264); ffprobe: {probe}"
+    )
+    if tools.skipped:
+        detail += f". Not used: {tools.skipped}"
+    return Check("ffmpeg", True, detail)
 
 
 def _home(settings: Settings) -> Check:

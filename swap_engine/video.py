@@ -31,7 +31,8 @@ Contract (arrays follow docs/ARCHITECTURE.md: frames are ``(H, W, 3)`` ``uint8``
 - ``comparison_animation(before, after, out_path, *, height=240, fps=10, max_frames=30, max_bytes=512_000)``:
   side-by-side before/after GIF (palettegen/paletteuse) or animated WebP, chosen by the suffix.
 - The ``*_command`` functions and ``plan_fit`` are pure: they build argument lists and numbers without running
-  anything, so tests check them without ffmpeg.
+  anything, so tests check them without ffmpeg. Those whose options differ between ffmpeg versions take
+  ``release=(major, minor)`` (``FFmpegTools.release``; default: the newest) and work on 4.4, 5.1, 6.x and 7.x+.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from typing import IO, Any, Literal
 import numpy as np
 
 from famswap.errors import EncodeError, MediaTooLarge, UnsupportedMedia
-from swap_engine.ffmpeg_bin import FFmpegTools, find_ffmpeg
+from swap_engine.ffmpeg_bin import SNAPSHOT, FFmpegTools, Release, find_ffmpeg
 
 # ffmpeg demuxer names we accept for user videos. Anything else (hls, concat, image2, *_pipe, raw streams...)
 # is refused: several demuxers open further files or URLs named inside the upload.
@@ -604,6 +605,14 @@ def _ratio(value: Any) -> Fraction | None:
 # --------------------------------------------------------------------------------------------------------------
 
 
+def passthrough_args(release: Release = SNAPSHOT) -> list[str]:
+    """One output frame per decoded frame, never duplicated or dropped to fit a nominal rate.
+
+    ``-fps_mode`` exists from ffmpeg 5.1; 4.4 (Ubuntu 22.04) only knows ``-vsync``, which 5.1+ deprecate.
+    """
+    return ["-fps_mode", "passthrough"] if release >= (5, 1) else ["-vsync", "passthrough"]
+
+
 def read_command(
     ffmpeg: str,
     path: Path,
@@ -612,6 +621,7 @@ def read_command(
     max_frames: int | None = None,
     size: tuple[int, int] | None = None,
     fps: Fraction | None = None,
+    release: Release = SNAPSHOT,
 ) -> list[str]:
     """Decode the first video stream to raw RGB24 on stdout (autorotated; optionally seeked, resampled, scaled)."""
     cmd = [ffmpeg, "-hide_banner", "-nostdin", "-v", "error"]
@@ -627,8 +637,7 @@ def read_command(
         cmd += ["-vf", ",".join(filters)]
     if max_frames is not None:
         cmd += ["-frames:v", str(int(max_frames))]
-    # passthrough: one output frame per decoded frame, never duplicated or dropped to fit a nominal rate.
-    cmd += ["-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+    cmd += [*passthrough_args(release), "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
     return cmd
 
 
@@ -662,7 +671,7 @@ def read_frames(
         raise ValueError(f"size must be positive, got {size}")
     cmd = read_command(
         tools.ffmpeg, path, start=start, max_frames=max_frames, size=size,
-        fps=Fraction(fps) if fps is not None else None,
+        fps=Fraction(fps) if fps is not None else None, release=tools.release,
     )
     return _frame_stream(cmd, out_w, out_h, path.name)
 
@@ -759,6 +768,7 @@ def encode_command(
     preset: str = "veryfast",
     metadata: Mapping[str, str] | None = None,
     final: bool = True,
+    release: Release = SNAPSHOT,
 ) -> list[str]:
     """Raw RGB24 frames on stdin -> H.264 yuv420p BT.709 MP4 at exactly ``fps``.
 
@@ -783,7 +793,7 @@ def encode_command(
         cmd += ["-b:v", str(int(bitrate)), "-maxrate", str(int(bitrate * 1.5)), "-bufsize", str(int(bitrate * 2))]
     else:
         cmd += ["-crf", str(int(crf))]
-    cmd += ["-fps_mode", "passthrough", "-map_metadata", "-1", "-map_chapters", "-1"]
+    cmd += [*passthrough_args(release), "-map_metadata", "-1", "-map_chapters", "-1"]
     if final:
         meta, custom = metadata_args(metadata)
         cmd += [*meta, *_movflags(custom)]
@@ -875,7 +885,7 @@ class VideoWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         cmd = encode_command(
             self._tools.ffmpeg, self._video_tmp, self.width, self.height, self.fps, crf=crf, bitrate=bitrate,
-            preset=preset, metadata=self.metadata, final=self._audio is None,
+            preset=preset, metadata=self.metadata, final=self._audio is None, release=self._tools.release,
         )
         self._err = tempfile.TemporaryFile()
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._err)
@@ -1099,8 +1109,11 @@ def fit_command(
     audio_from: Path | None = None,
     preset: str = "veryfast",
     metadata: Mapping[str, str] | None = None,
+    release: Release = SNAPSHOT,
 ) -> list[str]:
-    """Re-encode ``src`` at ``plan``'s size and capped bitrate (``-maxrate`` = target, 1 s buffer)."""
+    """Re-encode ``src`` at ``plan``'s size and capped bitrate (``-maxrate`` = target, 1 s buffer), frame for frame
+    (without passthrough, ffmpeg 5.1's constant-rate default duplicates frames up to the container's duration:
+    95 frames out of a 92-frame clip)."""
     cmd = [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", *input_args(src)]
     audio_input = 0
     if audio_from is not None and plan.audio_bitrate is not None:
@@ -1112,6 +1125,7 @@ def fit_command(
     cmd += ["-vf", f"scale={plan.width}:{plan.height}:flags=bicubic,setsar=1,format=yuv420p"]
     v = plan.video_bitrate
     cmd += ["-c:v", "libx264", "-preset", preset, "-b:v", str(v), "-maxrate", str(v), "-bufsize", str(v)]
+    cmd += passthrough_args(release)
     if plan.audio_bitrate is None:
         cmd += ["-an"]
     elif plan.copy_audio:
@@ -1188,7 +1202,8 @@ def fit_to_size(
                         scale=scale)
         tmp = _temp_sibling(dst, "fit")
         try:
-            cmd = fit_command(tools.ffmpeg, src, tmp, plan, audio_from=audio_from, preset=preset, metadata=tags)
+            cmd = fit_command(tools.ffmpeg, src, tmp, plan, audio_from=audio_from, preset=preset, metadata=tags,
+                              release=tools.release)
             _run_encode(cmd, dst.name, timeout=1800)
             size = tmp.stat().st_size
             if size <= max_bytes:

@@ -7,7 +7,17 @@ from pathlib import Path
 
 import pytest
 
+from famswap.config import PATH_VARIABLES, absolute_path
+
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Start-up, as `famswap` does it: folders given relative to where pytest was started become absolute, so tests
+    that run `famswap` in another working folder (and its worker children) still find them."""
+    for name in PATH_VARIABLES:
+        if os.environ.get(name, "").strip():
+            os.environ[name] = absolute_path(os.environ[name], Path.cwd())
 
 
 def _shared_dir() -> Path:
@@ -40,7 +50,7 @@ def clips(shared_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def model_dir(shared_dir: Path) -> Path:
-    return Path(os.environ.get("FAMSWAP_MODEL_DIR", shared_dir / "models"))
+    return Path(os.environ.get("FAMSWAP_MODEL_DIR", shared_dir / "models")).absolute()
 
 
 @pytest.fixture(scope="session")

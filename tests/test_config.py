@@ -112,3 +112,39 @@ def test_torch_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert auto.torch_thread_count() is None
     with pytest.raises(ConfigError, match="FAMSWAP_TORCH_THREADS"):
         Settings.load({"FAMSWAP_TORCH_THREADS": "-2"}, env_file=tmp_path / "a")
+
+
+def test_relative_folders_become_absolute_from_the_working_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    env = {"FAMSWAP_HOME": "data", "FAMSWAP_MODEL_DIR": "../shared/models", "FAMSWAP_KEY_FILE": "~/k/famswap.key"}
+
+    s = Settings.load(env, env_file=tmp_path / "absent.env")
+
+    assert s.home == tmp_path / "data"
+    assert s.models_path == tmp_path.parent / "shared" / "models"  # ".." folded away
+    assert s.key_path == Path.home() / "k" / "famswap.key"
+    assert s.path_environ() == {
+        "FAMSWAP_HOME": str(tmp_path / "data"),
+        "FAMSWAP_MODEL_DIR": str(tmp_path.parent / "shared" / "models"),
+        "FAMSWAP_KEY_FILE": str(Path.home() / "k" / "famswap.key"),
+    }
+
+
+def test_relative_folders_in_an_env_file_are_taken_from_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / ".env").write_text("FAMSWAP_HOME=./data\nFAMSWAP_MODEL_DIR=models\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+
+    s = Settings.load({"FAMSWAP_KEY_FILE": "key"}, env_file=project / ".env")
+
+    assert s.home == project / "data" and s.models_path == project / "models"
+    assert s.key_path == elsewhere / "key"  # the environment's own value: from the working folder
+    assert set(s.path_environ()) == {"FAMSWAP_HOME", "FAMSWAP_MODEL_DIR", "FAMSWAP_KEY_FILE"}
+    assert Settings.load({}, env_file=tmp_path / "absent.env").path_environ().keys() == {"FAMSWAP_HOME"}

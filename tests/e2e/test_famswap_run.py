@@ -6,6 +6,10 @@ clip, then reading the messages the bot posts and edits. Then it stops ``famswap
 swap — SIGTERM, then SIGKILL of the supervisor alone — and checks that no worker outlives it, that the job resumes
 from its checkpoint and that its result is posted, once. A run that cannot log in says why in one line.
 
+When to stop the run is decided from the job's states as storage records them (the test opens the same SQLite file
+through the storage API), never from which status message the bot happened to send: the bot spaces its edits
+~12 s apart, and a resumed job can finish within that.
+
 Not covered here: SIGKILL of the whole process group. Nothing then hands the job back, so another worker may only
 take it over once its lease runs out (a minute) — longer than this suite's budget for one file.
 
@@ -16,7 +20,9 @@ long, which must outlast the bot's spacing of status edits (12 s) so that a user
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -29,6 +35,9 @@ from typing import Any, TypeVar
 
 import pytest
 
+from famswap.config import Settings
+from storage.api import Storage, open_storage
+from storage.records import Job, JobStatus
 from swap_engine.ffmpeg_bin import find_ffmpeg
 from tests.bot.fake_discord import FakeChannel, FakeDiscord, FakeGuild, FakeInteraction, FakeMessage, FakeUser
 
@@ -113,6 +122,8 @@ class Scene:
     def __init__(self, fake: FakeDiscord, family: Family, env: dict[str, str], log: Path) -> None:
         self.fake, self.family, self.env, self.log = fake, family, env, log
         self.run: FamswapRun | None = None
+        self._storage = contextlib.AsyncExitStack()
+        self._store: Storage | None = None
 
     def log_tail(self, chars: int = 6000) -> str:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -134,6 +145,29 @@ class Scene:
             if time.monotonic() > deadline:
                 pytest.fail(self._explain(f"timed out after {timeout:.0f} s waiting for {what}"))
             await asyncio.sleep(POLL_S)
+
+    async def job(self, job_id: int) -> Job:
+        """The job as storage records it: the same database and key as `famswap run` (opened once it made them)."""
+        if self._store is None:
+            settings = Settings.load(self.env, env_file=Path(self.env["FAMSWAP_ENV_FILE"]))
+            self._store = await self._storage.enter_async_context(open_storage(settings, maintenance=False))
+        return await self._store.get_job(job_id)
+
+    async def job_until(self, job_id: int, predicate: Callable[[Job], bool], *, timeout: float, what: str) -> Job:
+        """Poll the job's row until ``predicate`` holds; fail like ``until``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = await self.job(job_id)
+            if predicate(job):
+                return job
+            if self.run is not None and self.run.returncode is not None:
+                pytest.fail(self._explain(f"famswap run exited ({self.run.returncode}) while waiting for {what}"))
+            if time.monotonic() > deadline:
+                pytest.fail(self._explain(f"timed out after {timeout:.0f} s waiting for {what}; the job: {job}"))
+            await asyncio.sleep(POLL_S)
+
+    async def close_storage(self) -> None:
+        await self._storage.aclose()
 
     async def message(self, predicate: Callable[[FakeMessage], bool], *, timeout: float, what: str) -> FakeMessage:
         def find() -> FakeMessage | None:
@@ -199,6 +233,13 @@ class Scene:
         await self.until(lambda: "Queued as job" in ia.reply_text, timeout=30, what=f"/swap {clip_name} to be queued")
         status = await self.message(lambda m: f"→ {clip_name}" in m.text, timeout=10, what=f"the status of {clip_name}")
         return ia, status
+
+
+def job_number(ia: FakeInteraction) -> int:
+    """The job id in /swap's answer ("Queued as job #12. …")."""
+    found = re.search(r"Queued as job #(\d+)", ia.reply_text)
+    assert found, ia.reply_text
+    return int(found.group(1))
 
 
 def edited_texts(message: FakeMessage) -> list[str]:
@@ -271,6 +312,7 @@ async def scene(fake: FakeDiscord, family: Family, env: dict[str, str], tmp_path
         yield the_scene
     finally:
         the_scene.shutdown()
+        await the_scene.close_storage()
         if the_scene.run is not None:
             print(f"--- famswap run output (tail) ---\n{the_scene.log_tail(20000)}")
 
@@ -313,22 +355,32 @@ async def test_enroll_swap_and_restart_mid_job(scene: Scene, photos: Path, short
     # Another swap, during which `famswap run` is stopped twice: SIGTERM (a clean stop: its worker checkpoints the
     # job and hands it back), then SIGKILL of the supervisor alone, as the OOM killer would: its worker must notice
     # and do the same rather than live on beside the next one. The job resumes; its result comes once.
-    _, status = await scene.start_swap(short_clip, "party.mp4", quality="best")
-    await scene.until(lambda: "Learning the face" in status.text, timeout=JOB_TIMEOUT, what="the status to show training")
+    ia, status = await scene.start_swap(short_clip, "party.mp4", quality="best")
+    job_id = job_number(ia)
+    training = await scene.job_until(
+        job_id, lambda j: j.status is JobStatus.RUNNING and j.progress.stage == "train",
+        timeout=JOB_TIMEOUT, what="the worker to record that it is training",
+    )  # fmt: skip
     first = scene.run
     assert first is not None
     assert await scene.stop(signal.SIGTERM) == 0, "SIGTERM is a clean stop"
     assert "interrupted by shutdown" in first.output(), "the worker checkpointed and handed the job back"
+    handed_back = await scene.job(job_id)
+    assert handed_back.status is JobStatus.QUEUED and handed_back.worker_id is None, handed_back
+    assert handed_back.state.get("stage") == "train" and handed_back.checkpoint is not None, "a resume point"
     assert not results_for(scene, "party.mp4"), "not finished before the restart"
 
+    # The restarted run's worker claims the job (from its recorded resume point). Killing the supervisor right
+    # then leaves the resumed job far from done: the rest of its training alone takes seconds.
     second = await scene.start()
-    shown = len(status.edits)
-    await scene.until(
-        lambda: any("⚙️" in text for text in edited_texts(status)[shown:]),
-        timeout=JOB_TIMEOUT, what="the restarted famswap run to show the job running again",
+    await scene.job_until(
+        job_id, lambda j: j.status is JobStatus.RUNNING and j.worker_id not in (None, training.worker_id),
+        timeout=JOB_TIMEOUT, what="the restarted famswap run to take the job again",
     )  # fmt: skip
     assert await scene.stop(signal.SIGKILL) == -signal.SIGKILL  # returns once its worker is gone too
     assert "interrupted by shutdown" in second.output(), "the orphaned worker checkpointed and handed the job back"
+    handed_back = await scene.job(job_id)
+    assert handed_back.status is JobStatus.QUEUED and handed_back.worker_id is None, handed_back
     assert not results_for(scene, "party.mp4"), "not finished before the second restart"
 
     third = await scene.start()
@@ -338,6 +390,7 @@ async def test_enroll_swap_and_restart_mid_job(scene: Scene, photos: Path, short
     assert len(result.file("party-famswap.mp4")) <= family.guild.filesize_limit
     assert "resuming after stage" in second.output() + third.output(), "continued from its checkpoint, not from scratch"
     await scene.until(lambda: "Done" in status.text, timeout=30, what="the restarted bot to finish the status")
+    assert (await scene.job(job_id)).status is JobStatus.SUCCEEDED
     await asyncio.sleep(3 * 2.0)  # three passes of the bot's poller (every 2 s): nothing is posted again
     assert len(results_for(scene, "party.mp4")) == 1, "posted exactly once"
     assert len(results_for(scene, "beach.mp4")) == 1, "the first result was not posted again by the new process"

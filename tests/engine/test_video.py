@@ -1,6 +1,8 @@
-"""swap_engine.video: pure ffmpeg command builders and parsers, then the real bundled ffmpeg on the shared clips.
+"""swap_engine.video: pure ffmpeg command builders and parsers, then real ffmpeg on the shared clips.
 
-Clips are cut to a couple of seconds and frames downscaled so the whole file runs in well under a minute.
+The real tests run once per ffmpeg found: the system's on the PATH (CI installs Debian's 5.1) and the bundled
+imageio-ffmpeg build. Clips are cut to a couple of seconds and frames downscaled so the whole file runs in well
+under a minute per ffmpeg.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import pytest
 
 from famswap.errors import EncodeError, MediaTooLarge, UnsupportedMedia
 from swap_engine import video
-from swap_engine.ffmpeg_bin import FFmpegTools, find_ffmpeg
+from swap_engine.ffmpeg_bin import SNAPSHOT, FFmpegTools, bundled_ffmpeg, system_ffmpeg, unusable_because
 from swap_engine.video import (
     FitPlan,
     VideoInfo,
@@ -139,11 +141,28 @@ def test_read_command() -> None:
     assert "mov" in allowed and "matroska" in allowed and "hls" not in allowed and "concat" not in allowed
     assert cmd[cmd.index("-vf") + 1] == "scale=320:180:flags=bicubic"
     assert cmd[cmd.index("-frames:v") + 1] == "10"
-    assert cmd[-5:] == ["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+    assert cmd[-7:] == ["-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
     assert "-autorotate" not in cmd  # ffmpeg rotates by default
     plain = video.read_command("ffmpeg", Path("/a.mp4"))
     assert "-ss" not in plain and "-vf" not in plain and "-frames:v" not in plain
     assert "fps=30000/1001" in video.read_command("ffmpeg", Path("/a.mp4"), fps=Fraction(30000, 1001))
+
+
+@pytest.mark.parametrize(
+    ("release", "option"),
+    [((4, 4), "-vsync"), ((5, 0), "-vsync"), ((5, 1), "-fps_mode"), ((6, 1), "-fps_mode"), ((7, 1), "-fps_mode"),
+     ((9, 0), "-fps_mode"), (SNAPSHOT, "-fps_mode")],
+)
+def test_frames_pass_through_with_the_option_each_ffmpeg_knows(release: tuple[int, int], option: str) -> None:
+    # -fps_mode arrived in 5.1; Ubuntu 22.04's 4.4 (and the CUDA images built on it) only know -vsync.
+    other = "-vsync" if option == "-fps_mode" else "-fps_mode"
+    read = video.read_command("ffmpeg", Path("/a.mp4"), size=(64, 64), release=release)
+    encode = video.encode_command("ffmpeg", Path("/o.part"), 64, 64, Fraction(25), release=release)
+    fit = video.fit_command("ffmpeg", Path("/in.mp4"), Path("/o.part"), FitPlan(64, 64, 1, None, False), release=release)
+    for cmd in (read, encode, fit):
+        assert cmd[cmd.index(option) + 1] == "passthrough" and other not in cmd
+        assert cmd.index(option) > cmd.index("-i")  # an output option
+    assert video.passthrough_args(release) == [option, "passthrough"]
 
 
 def test_encode_command_constant_quality_with_tags() -> None:
@@ -252,9 +271,30 @@ def test_animation_command() -> None:
 # --------------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tools() -> FFmpegTools:
-    return find_ffmpeg()
+@pytest.fixture(scope="module", params=["system", "bundled"])
+def tools(request: pytest.FixtureRequest) -> FFmpegTools:
+    """Each ffmpeg famswap may run: the system's (when one is on the PATH) and the bundled one."""
+    if request.param == "bundled":
+        return bundled_ffmpeg()
+    system = system_ffmpeg()
+    if system is None:
+        pytest.skip("no system ffmpeg on the PATH (CI installs Debian's)")
+    problem = unusable_because(system)
+    if problem is not None:
+        pytest.skip(f"{problem}: famswap uses the bundled one instead")
+    return system
+
+
+def _rotate_args(ffmpeg: str, degrees: int) -> list[str]:
+    """Input options that store ``degrees`` (counter-clockwise) in the copied stream's display matrix.
+
+    Newer ffmpeg builds (the bundled one) have ``-display_rotation``; older ones (5.1) do not, and their MP4 muxer
+    turns a ``rotate`` stream tag into the same matrix instead (newer muxers ignore that tag).
+    """
+    help_text = subprocess.run([ffmpeg, "-hide_banner", "-h", "long"], capture_output=True, text=True, timeout=30)
+    if "-display_rotation" in help_text.stdout:
+        return ["-display_rotation", str(degrees)]
+    return ["-metadata:s:v:0", f"rotate={degrees}"]
 
 
 @pytest.fixture(scope="module")
@@ -274,7 +314,11 @@ def made(tmp_path_factory: pytest.TempPathFactory, clips: Path, tools: FFmpegToo
     ffmpeg("-i", str(scene), "-vn", "-c:a", "copy", "-t", "1", str(files["audio_only"]))
     files["wav"] = out / "voice.wav"
     ffmpeg("-i", str(scene), "-vn", "-c:a", "pcm_s16le", "-t", "1", str(files["wav"]))
-    ffmpeg("-display_rotation", "90", "-i", str(scene), "-t", "0.5", "-c", "copy", str(files["rotated"]))
+    rotate = _rotate_args(tools.ffmpeg, 90)
+    if rotate[0] == "-display_rotation":
+        ffmpeg(*rotate, "-i", str(scene), "-t", "0.5", "-c", "copy", str(files["rotated"]))
+    else:
+        ffmpeg("-i", str(scene), "-t", "0.5", "-c", "copy", *rotate, str(files["rotated"]))
     ffmpeg("-i", str(scene), "-t", "3", "-c", "copy", str(files["scene_3s"]))
     files["anamorphic"] = out / "anamorphic.mp4"  # 512x512 stored, pixels 4:3 wide
     ffmpeg("-i", str(clips / TINY), "-t", "0.2", "-c", "copy", "-bsf:v", "h264_metadata=sample_aspect_ratio=4/3",
@@ -547,9 +591,23 @@ def test_comparison_animation_is_small_and_side_by_side(
     assert comparison_animation(before, after, out, height=200, max_frames=20, tools=tools) == out
 
     assert 0 < out.stat().st_size <= 512_000
-    info = probe(out, count_frames=True, tools=tools)
-    assert info.height == 200 and info.width == pytest.approx(2 * 200 + 3, abs=3)
-    assert info.frame_count == 20 and info.fps == 10
+    if suffix == ".webp" and tools.release < (7, 1):
+        # ffmpeg decodes animated WebP only from 7.1: older ones refuse it, and Pillow checks what was written.
+        with pytest.raises(UnsupportedMedia):
+            list(read_frames(out, tools=tools))
+        from PIL import Image
+
+        with Image.open(out) as image:
+            assert image.format == "WEBP" and image.n_frames == 20
+            assert image.height == 200 and image.width == pytest.approx(2 * 200 + 3, abs=3)
+            assert image.info["loop"] == 0
+            image.seek(1)
+            image.load()
+            assert image.info["duration"] == 100  # ms: 10 frames/s
+    else:
+        info = probe(out, count_frames=True, tools=tools)
+        assert info.height == 200 and info.width == pytest.approx(2 * 200 + 3, abs=3)
+        assert info.frame_count == 20 and info.fps == 10
     with pytest.raises(ValueError, match="gif or .webp"):
         comparison_animation(before, after, tmp_path / "x.mp4", tools=tools)
 
