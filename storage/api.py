@@ -910,6 +910,19 @@ class Storage:
             raise _no_job(job_id)
         return JobPost.from_row(row)
 
+    async def job_update(self, job_id: int) -> JobUpdate | None:
+        """One job with its post and result (None when the job or its post is gone)."""
+        async with self.db.read() as tx:
+            found = await self._updates(tx, [job_id])
+        return found[0] if found else None
+
+    async def _updates(self, tx: Tx, ids: list[int]) -> list[JobUpdate]:
+        wanted = json.dumps(ids)
+        jobs = {row["id"]: Job.from_row(row) for row in await tx.all(Q.GET_JOBS, (wanted,))}
+        posts = {row["job_id"]: JobPost.from_row(row) for row in await tx.all(Q.GET_POSTS, (wanted,))}
+        results = {row["job_id"]: Result.from_row(row) for row in await tx.all(Q.GET_RESULTS, (wanted,))}
+        return [JobUpdate(jobs[i], posts[i], results.get(i)) for i in ids if i in jobs and i in posts]
+
     async def pending_updates(self, after_seq: int = 0, *, limit: int = 50) -> list[JobUpdate]:
         """Jobs with a post whose status/progress changed since last shown (``posted_seq < update_seq``), oldest
         change first, with their result when finished. After a restart call it with ``after_seq=0``; while running,
@@ -918,11 +931,7 @@ class Storage:
             ids = [row[0] for row in await tx.all(Q.PENDING_UPDATES, {"after": after_seq, "limit": limit})]
             if not ids:
                 return []
-            wanted = json.dumps(ids)
-            jobs = {row["id"]: Job.from_row(row) for row in await tx.all(Q.GET_JOBS, (wanted,))}
-            posts = {row["job_id"]: JobPost.from_row(row) for row in await tx.all(Q.GET_POSTS, (wanted,))}
-            results = {row["job_id"]: Result.from_row(row) for row in await tx.all(Q.GET_RESULTS, (wanted,))}
-        return [JobUpdate(jobs[i], posts[i], results.get(i)) for i in ids]
+            return await self._updates(tx, ids)
 
     # ---------------------------------------------------------------- jobs: the worker's side
     async def claim(

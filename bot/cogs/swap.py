@@ -15,6 +15,7 @@ from bot.progress import ProgressPoller, announce_job, format_duration, job_titl
 from bot.results import filesize_limit
 from bot.uploads import Media, download
 from bot.views.pick_face import PickFace
+from bot.views.show_result import ShowResult
 from famswap.errors import NotAllowed, NotFound, UnsupportedMedia
 from storage import Identity, IdentityStatus, Job, JobKind, JobStatus, UploadKind
 
@@ -32,12 +33,12 @@ class Swap(commands.Cog):
 
     async def cog_load(self) -> None:
         self.bot.tree.add_command(self.menu)
-        self.bot.add_dynamic_items(PickFace)
+        self.bot.add_dynamic_items(PickFace, ShowResult)
         self.poller.start()
 
     async def cog_unload(self) -> None:
         await self.poller.stop()
-        self.bot.remove_dynamic_items(PickFace)
+        self.bot.remove_dynamic_items(PickFace, ShowResult)
         self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
 
     # ------------------------------------------------------------------------------------------ starting swaps

@@ -943,8 +943,13 @@ class FakeDiscord:
             ("PATCH", "/channels/{cid}/messages/{mid}", self._channel_message),
             ("DELETE", "/channels/{cid}/messages/{mid}", self._channel_message),
             ("POST", "/users/@me/channels", self._open_dm),
+            ("GET", "/users/{uid}", self._get_user),
             ("DELETE", "/users/@me/guilds/{guild}", self._leave_guild),
         ]
+
+    async def _get_user(self, request: web.Request) -> web.Response:
+        user = self.users.get(int(request.match_info["uid"])) if request.match_info["uid"].isdigit() else None
+        return _json(user.payload()) if user is not None else _error(404, 10013, "Unknown User")
 
     async def _open_dm(self, request: web.Request) -> web.Response:
         user = self.users.get(int((request[REC].json or {}).get("recipient_id", 0)))
