@@ -80,6 +80,7 @@ class Limits:
     daily_jobs_per_user: int = 20
     max_photos_per_identity: int = 60
     result_days: float = 30.0
+    choice_seconds: float = 86400.0  # a "which face?" question (and the clip it keeps) lives this long at most
     keep_uploads: bool = False
     guild_grace_days: float = 7.0
     retry_base_seconds: float = 30.0  # first retry delay; doubles per attempt
@@ -1050,8 +1051,10 @@ class Storage:
         video: Source | None = None,
         comparison: Source | None = None,
         report: Mapping[str, Any] | None = None,
+        expires_in: float | None = None,
     ) -> Job:
-        """Finish the job successfully; its result (if any files or report) expires after ``result_days``."""
+        """Finish the job successfully; its result (if any files or report) expires after ``result_days``, or after
+        ``expires_in`` seconds when that is sooner (a "which face?" question keeps the raw clip only that long)."""
         async with (
             self._staging(video, comparison) as (staged_video, staged_cmp),
             self._held(job_id, worker_id) as tx,
@@ -1079,7 +1082,7 @@ class Storage:
                         "report": json.dumps(dict(report or {})),
                         "visibility": guild.result_visibility.value,
                         "now": now,
-                        "expires": now + self.limits.result_days * DAY,
+                        "expires": now + min(self.limits.result_days * DAY, expires_in or float("inf")),
                     },
                 )
             marked = await queue.finish(tx, job.id, JobStatus.SUCCEEDED, now)
@@ -1187,6 +1190,14 @@ class Storage:
             report = await self.forget_guild(guild_id)
             log.info("erased guild %s after its grace period: %s", guild_id, report)
         return due
+
+    async def discard_result(self, guild_id: int, job_id: int, user_id: int) -> None:
+        """Delete a job's result now (rows and files), e.g. the clip a "which face?" question kept, once answered.
+        Only its owner may; ``NotFound`` when there is none."""
+        result = await self.get_result(guild_id, job_id, user_id)
+        if user_id != result.owner_id:
+            raise NotAllowed(f"Only {_mention(result.owner_id)} can delete the result of job #{job_id}.")
+        await forget.discard_results(self.db, self.files, [job_id], self.clock())
 
     async def expire_results(self) -> int:
         """Delete results (rows and files) past ``expires_at``; returns how many."""

@@ -136,6 +136,19 @@ async def forget_guild(db: Database, store: FileStore, guild_id: int, now: float
     return await _commit_erase(db, store, work, now)
 
 
+async def discard_results(db: Database, store: FileStore, job_ids: list[int], now: float) -> int:
+    """Delete these jobs' results (rows and files) now; returns how many there were."""
+    out = Erased()
+    async with db.write() as tx:
+        ids = _ids(job_ids)
+        for row in await tx.all(Q.RESULT_FILES, (ids,)):
+            out.files += [row[0], row[1]]
+        out.results = await tx.run(Q.DELETE_RESULTS, (ids,))
+        marked = await release(tx, out.files, now)
+    await finish_deletions(db, store, marked)
+    return out.results
+
+
 async def expire_results(db: Database, store: FileStore, now: float, history_seconds: float) -> int:
     """Delete results past their expiry (rows and files), and finished jobs older than ``history_seconds`` that
     have no result left. Returns how many results expired."""

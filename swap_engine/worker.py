@@ -115,6 +115,7 @@ class Outcome:
     video: Path | None = None
     comparison: Path | bytes | None = None
     report: dict[str, Any] = field(default_factory=dict)
+    expires_in: float | None = None  # seconds the result is kept, when less than FAMSWAP_RESULT_DAYS
 
 
 # -----------------------------------------------------------------------------
@@ -523,8 +524,9 @@ def run_swap(ctx: JobContext) -> Outcome:
             # Numbered from 1, like the bot's "Face N" buttons and /swap face:N.
             sheet = pipeline.write_contact_sheet(clip, scan, ctx.folder / "tracks.jpg", first_number=1)
             # The bot's protocol: the clip is kept as the video (the job's input is released when it ends), so the
-            # follow-up swap with the chosen face can be queued from it.
-            return Outcome(video=clip, comparison=sheet, report={
+            # follow-up swap with the chosen face can be queued from it; only until the question expires (the bot
+            # deletes it as soon as a face is chosen).
+            return Outcome(video=clip, comparison=sheet, expires_in=ctx.store.limits.choice_seconds, report={
                 "kind": "swap", "needs_choice": True, "tracks": len(scan.tracks), "faces": len(scan.tracks),
                 "message": f"I found {len(scan.tracks)} faces in this clip. Which one should become "
                            f"{identity.display_name}? Pick a number.",
@@ -660,7 +662,7 @@ class Worker:
             if ctx.cancelled.is_set():  # only a cancel stops a finished job: a shutdown now would waste all its work
                 raise JobCancelled("The job was cancelled.")
             await store.complete(job.id, self.worker_id, video=outcome.video, comparison=outcome.comparison,
-                                 report=outcome.report)
+                                 report=outcome.report, expires_in=outcome.expires_in)
             log.info("job %d finished in %.0f s", job.id, time.monotonic() - started)
             self.jobs_done += 1
         except JobCancelled as exc:

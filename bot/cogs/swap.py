@@ -159,6 +159,10 @@ class Swap(commands.Cog):
             quality=job.payload.get("quality"),
             request_message_id=sheet.id if sheet else None,
         )
+        try:  # the new job holds its own copy of the clip: the question's copy goes now
+            await store.discard_result(interaction.guild_id, job.id, interaction.user.id)
+        except NotFound:
+            pass
         if sheet is not None:  # one choice per sheet: the buttons go (best effort: the job is already queued)
             try:
                 await sheet.edit(content=f"{sheet.content}\n→ Face {face} chosen.", view=None)

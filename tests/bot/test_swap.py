@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from famswap.errors import NotFound
 from storage import JobKind, JobStatus, Storage
 from tests.bot.conftest import BotRunner, Family, StandInWorker, image_bytes, ready_identity
 from tests.bot.fake_discord import FakeDiscord, FakeInteraction, FakeMessage
@@ -211,6 +212,8 @@ async def test_clip_with_several_faces_asks_which(
     await fake.wait_for(lambda: sheet.buttons == [] and "Face 2 chosen" in sheet.text, what="the buttons to go")
     chosen = await worker.claim(JobKind.SWAP)
     assert chosen.payload["face"] == 2 and await store.read_blob(chosen.input) == clip
+    with pytest.raises(NotFound):  # the question's copy of the raw clip is gone once a face is chosen
+        await store.get_result(family.guild.id, job.id, family.alice.id)
 
 
 async def test_swap_menu_on_a_posted_clip_replies_to_it(
