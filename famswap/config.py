@@ -109,6 +109,9 @@ class Settings:
     max_photos_per_identity: int = _setting("FAMSWAP_MAX_PHOTOS", _parse_number(int, 1), 60)
     max_image_pixels: int = _setting("FAMSWAP_MAX_IMAGE_PIXELS", _parse_number(int, 10_000), 40_000_000)
     max_clip_pixels: int = _setting("FAMSWAP_MAX_CLIP_PIXELS", _parse_number(int, 10_000), 1920 * 1080)
+    # A clip's frames are what costs: both caps are checked before decoding (frames counted, not read from headers).
+    max_clip_fps: float = _setting("FAMSWAP_MAX_CLIP_FPS", _parse_number(float, 1), 120.0)
+    max_clip_frames: int = _setting("FAMSWAP_MAX_CLIP_FRAMES", _parse_number(int, 1), 3600)
     # Engine defaults.
     model: str = _setting("FAMSWAP_MODEL", _parse_choice(_MODEL_NAMES), "auto")
     quality: str = _setting("FAMSWAP_QUALITY", _parse_choice(_QUALITIES), "preview")

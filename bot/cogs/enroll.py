@@ -114,7 +114,8 @@ class Enroll(commands.Cog):
         settings = self.bot.settings
         media = [
             await download(
-                self.bot.downloads, a, max_bytes=settings.max_upload_bytes, max_clip_seconds=settings.max_clip_seconds
+                self.bot.downloads, a, max_bytes=settings.max_upload_bytes, max_clip_seconds=settings.max_clip_seconds,
+                max_clip_fps=settings.max_clip_fps, max_clip_frames=settings.max_clip_frames,
             )
             for a in attachments
         ]

@@ -91,6 +91,8 @@ class Swap(commands.Cog):
             max_bytes=settings.max_upload_bytes,
             kinds=(UploadKind.VIDEO,),
             max_clip_seconds=settings.max_clip_seconds,
+            max_clip_fps=settings.max_clip_fps,
+            max_clip_frames=settings.max_clip_frames,
         )
 
     async def _own_identity(self, guild_id: int, user_id: int) -> Identity:
