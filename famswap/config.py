@@ -84,6 +84,14 @@ def _parse_text(name: str, raw: str) -> str:
     return raw.strip()
 
 
+def _parse_ids(name: str, raw: str) -> tuple[int, ...]:
+    parts = [p for p in re.split(r"[\s,]+", raw.strip()) if p]
+    if not all(p.isdigit() for p in parts):
+        raise ConfigError(f"{name}={raw!r} is not a list of server ids.",
+                          hint=f"Set {name} to server ids separated by commas (empty: any server).")
+    return tuple(int(p) for p in parts)
+
+
 def _setting(env: str, parse: Callable[[str, str], Any], default: Any = None, *, factory: Any = None) -> Any:
     meta = {"env": env, "parse": parse}
     if factory is not None:
@@ -126,6 +134,11 @@ class Settings:
     max_queued_per_user: int = _setting("FAMSWAP_MAX_QUEUED_PER_USER", _parse_number(int, 1), 3)
     max_queued_per_guild: int = _setting("FAMSWAP_MAX_QUEUED_PER_GUILD", _parse_number(int, 1), 20)
     daily_jobs_per_user: int = _setting("FAMSWAP_DAILY_JOBS_PER_USER", _parse_number(int, 1), 20)
+    # Host-wide, every server together: a bot invited to many servers still does this much at most.
+    max_queued_total: int = _setting("FAMSWAP_MAX_QUEUED_TOTAL", _parse_number(int, 1), 50)
+    daily_jobs_total: int = _setting("FAMSWAP_DAILY_JOBS_TOTAL", _parse_number(int, 1), 200)
+    # The servers the bot serves (empty: any that invites it); it leaves the others.
+    allowed_guilds: tuple[int, ...] = _setting("FAMSWAP_ALLOWED_GUILDS", _parse_ids, ())
     result_days: float = _setting("FAMSWAP_RESULT_DAYS", _parse_number(float, 0.01), 30.0)
     keep_uploads: bool = _setting("FAMSWAP_KEEP_UPLOADS", _parse_bool, False)
     guild_grace_days: float = _setting("FAMSWAP_GUILD_GRACE_DAYS", _parse_number(float, 0), 7.0)

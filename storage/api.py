@@ -78,6 +78,8 @@ class Limits:
     max_queued_per_user: int = 3
     max_queued_per_guild: int = 20
     daily_jobs_per_user: int = 20
+    max_queued_total: int | None = None  # every guild together (None: no host-wide cap)
+    daily_jobs_total: int | None = None
     max_photos_per_identity: int = 60
     result_days: float = 30.0
     choice_seconds: float = 86400.0  # a "which face?" question (and the clip it keeps) lives this long at most
@@ -96,6 +98,8 @@ class Limits:
             max_queued_per_user=settings.max_queued_per_user,
             max_queued_per_guild=settings.max_queued_per_guild,
             daily_jobs_per_user=settings.daily_jobs_per_user,
+            max_queued_total=settings.max_queued_total,
+            daily_jobs_total=settings.daily_jobs_total,
             max_photos_per_identity=settings.max_photos_per_identity,
             result_days=settings.result_days,
             keep_uploads=settings.keep_uploads,
@@ -212,6 +216,8 @@ class Storage:
             max_queued_per_guild=limits.max_queued_per_guild,
             daily_jobs_per_user=limits.daily_jobs_per_user,
             daily_jobs_per_guild=None,
+            max_queued_total=limits.max_queued_total,
+            daily_jobs_total=limits.daily_jobs_total,
         )
         # job id -> (last progress write, its stage, last preview write): the bounded progress rate, per process.
         self._progress_marks: dict[int, tuple[float, str, float]] = {}
@@ -317,6 +323,10 @@ class Storage:
                 raise ValueError(f"unknown guild setting in {sorted(changes)}: {exc}") from None
             await tx.run(Q.SET_GUILD_SETTINGS, (settings.to_json(), guild_id))
         return settings
+
+    async def live_guild_ids(self) -> list[int]:
+        """Guilds with data and no erase scheduled (to reconcile with the guilds the bot is in at start-up)."""
+        return [row[0] for row in await self.db.all(Q.LIVE_GUILD_IDS, ())]
 
     async def ensure_user(self, user_id: int, name: str = "") -> User:
         """Create the user's row if needed (and refresh the name); returns it."""
@@ -740,13 +750,7 @@ class Storage:
         body = dict(payload or {})
         json.dumps(body)  # fail here, not inside the transaction, if the payload is not JSON
         if enforce_quota and input is not None:
-            # Refuse before encrypting a large clip for nothing (checked again, atomically, below).
-            async with self.db.read() as tx:
-                row = await tx.one(Q.GET_GUILD, (guild_id,))
-                guild = GuildSettings.from_json(None if row is None else row["settings"])
-                await queue.check_quotas(
-                    tx, guild_id, owner_id, queue.effective_limits(self._queue_limits, guild), self.clock()
-                )
+            await self.check_quota(guild_id, owner_id)  # before encrypting a large clip for nothing
         async with self._staging(input) as (staged,):
             now = self.clock()
             async with self.db.write() as tx:
@@ -933,6 +937,16 @@ class Storage:
             if not ids:
                 return []
             return await self._updates(tx, ids)
+
+    async def check_quota(self, guild_id: int, owner_id: int) -> None:
+        """``QuotaExceeded`` if one more job of ``owner_id`` would break a limit now (``enqueue`` checks again,
+        atomically): lets callers refuse before storing anything."""
+        async with self.db.read() as tx:
+            row = await tx.one(Q.GET_GUILD, (guild_id,))
+            guild = GuildSettings.from_json(None if row is None else row["settings"])
+            await queue.check_quotas(
+                tx, guild_id, owner_id, queue.effective_limits(self._queue_limits, guild), self.clock()
+            )
 
     # ---------------------------------------------------------------- jobs: the worker's side
     async def claim(

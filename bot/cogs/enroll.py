@@ -124,6 +124,8 @@ class Enroll(commands.Cog):
 
         user = interaction.user
         assert interaction.guild_id is not None
+        # Refuse before anything is stored (enqueue checks again, atomically, once the files are in).
+        await self.bot.store.check_quota(interaction.guild_id, user.id)
         on_behalf = name is not None or (member is not None and member.id != user.id)
         display = (name or (member.display_name if member else None) or user.display_name).strip()[:40]
         identity = await self._existing(interaction.guild_id, user.id, display if on_behalf else None)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from storage import Storage, UploadStatus
-from tests.bot.conftest import BotRunner, Family, StandInWorker
+from storage import JobKind, Storage, UploadStatus
+from tests.bot.conftest import BotRunner, Family, StandInWorker, ready_identity
 from tests.bot.fake_discord import FakeDiscord, FakeUser
 
 
@@ -195,3 +195,16 @@ async def test_the_author_with_closed_dms_is_told_in_the_channel(
     assert "/forget" in note.text and "Bobby" in note.text
     [identity] = await store.list_identities(family.guild.id, family.alice.id)
     assert identity.subject_user_id == family.bob.id and identity.display_name == "Bobby"
+
+
+async def test_enroll_over_quota_stores_nothing(
+    fake: FakeDiscord, runner: BotRunner, family: Family, store: Storage, photos: Path
+) -> None:
+    identity = await ready_identity(store, family.guild, family.bob)
+    for _ in range(store.limits.max_queued_per_user):  # bob's queue is full
+        await store.enqueue(family.guild.id, family.bob.id, JobKind.SWAP, {}, enforce_quota=False)
+    photo = fake.upload("new.jpg", (photos / "obama.jpg").read_bytes())
+    ia = await fake.slash("enroll", user=family.bob, channel=family.general, photo=photo)
+    await fake.wait_for(lambda: ia.replies, what="the refusal")
+    assert f"the limit is {store.limits.max_queued_per_user}" in ia.reply_text
+    assert await store.list_uploads(family.guild.id, identity.id) == [], "the photo was not stored"
