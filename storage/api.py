@@ -324,9 +324,22 @@ class Storage:
             await tx.run(Q.SET_GUILD_SETTINGS, (settings.to_json(), guild_id))
         return settings
 
-    async def live_guild_ids(self) -> list[int]:
-        """Guilds with data and no erase scheduled (to reconcile with the guilds the bot is in at start-up)."""
-        return [row[0] for row in await self.db.all(Q.LIVE_GUILD_IDS, ())]
+    async def reconcile_guilds(self, present: set[int]) -> tuple[list[int], list[int]]:
+        """At the bot's start-up: schedule the erase of every guild the bot is no longer in (removed while it was
+        offline) and cancel it for guilds it is in again. Guild 0, the command line's own, is left alone.
+        Returns (scheduled, cancelled) guild ids."""
+        scheduled: list[int] = []
+        cancelled: list[int] = []
+        for guild_id, is_scheduled in await self.db.all(Q.GUILD_IDS, ()):
+            if guild_id == 0:
+                continue
+            if guild_id not in present and not is_scheduled:
+                await self.schedule_guild_deletion(guild_id)
+                scheduled.append(guild_id)
+            elif guild_id in present and is_scheduled:
+                await self.cancel_guild_deletion(guild_id)
+                cancelled.append(guild_id)
+        return scheduled, cancelled
 
     async def ensure_user(self, user_id: int, name: str = "") -> User:
         """Create the user's row if needed (and refresh the name); returns it."""

@@ -48,7 +48,7 @@ RETURNING *
 GET_GUILD = "SELECT * FROM guilds WHERE id = ?"
 SET_GUILD_SETTINGS = "UPDATE guilds SET settings = ? WHERE id = ?"
 SET_GUILD_DELETION = "UPDATE guilds SET deletion_due_at = ? WHERE id = ? RETURNING *"
-LIVE_GUILD_IDS = "SELECT id FROM guilds WHERE deletion_due_at IS NULL ORDER BY id"
+GUILD_IDS = "SELECT id, deletion_due_at IS NOT NULL AS scheduled FROM guilds ORDER BY id"
 DUE_GUILDS = "SELECT id FROM guilds WHERE deletion_due_at IS NOT NULL AND deletion_due_at <= ? ORDER BY id"
 DELETE_GUILD = "DELETE FROM guilds WHERE id = ?"
 
