@@ -78,10 +78,10 @@ def _save_local_bank(settings: Settings, model: str, src: Path) -> None:
     from storage.crypto import encrypt_stream, load_or_create_key
 
     dst = _bank_file(settings, model)
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     keys = load_or_create_key(settings.key_path)
     tmp = dst.with_name(dst.name + ".tmp")
-    with src.open("rb") as f, tmp.open("wb") as out:
+    with src.open("rb") as f, os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
         encrypt_stream(keys, f, out)
         out.flush()
         os.fsync(out.fileno())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import shutil
 import sqlite3
 import time
@@ -177,7 +178,9 @@ async def open_storage(
     remove temp folders of jobs that are over). Safe with several processes open at once. ``synchronous`` is
     SQLite's setting (``FULL``: a commit survives a power cut; ``NORMAL``: faster, survives a crash).
     """
-    settings.home.mkdir(parents=True, exist_ok=True)
+    for folder in (settings.home, settings.jobs_dir):  # private, also when they were made before with 0755
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(folder, 0o700)
     async with open_database(settings.database_path, synchronous=synchronous) as db:
         keys = await _load_key(db, settings.key_path)
         store = Storage(
