@@ -9,6 +9,7 @@ limit resets).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -116,6 +117,12 @@ class _Unset:
 
 
 UNSET: Any = _Unset()
+
+
+def _folder_name(attempt: str) -> str:
+    if not attempt or not all(c.isalnum() or c in "-_." for c in attempt) or attempt in (".", ".."):
+        raise ValueError(f"not an attempt name: {attempt!r}")
+    return attempt
 
 
 def _mention(user_id: int) -> str:
@@ -736,14 +743,27 @@ class Storage:
         """Decrypt a stored file to ``dst`` (mode 0600), e.g. inside ``job_dir``; streamed, not held in memory."""
         return await asyncio.to_thread(self.files.decrypt_to, ref, dst)
 
-    def job_dir(self, job_id: int) -> Path:
-        """The job's private temp folder (created, mode 0700). Remove it with ``remove_job_dir`` when the job ends."""
-        path = self.jobs_dir / str(int(job_id))
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return path
+    def job_dir(self, job_id: int, attempt: str) -> Path:
+        """A private temp folder (created, mode 0700) for one attempt at a job: ``jobs/<job id>/<attempt>``. Each
+        claim uses its own ``attempt`` name, so a worker whose lease expired never touches the folder of the worker
+        that took the job over. Remove it with ``remove_job_dir`` when the attempt ends."""
+        parent = self.jobs_dir / str(int(job_id))
+        path = parent / _folder_name(attempt)
+        for _ in range(3):  # another attempt may remove the (then empty) parent between the two mkdirs
+            parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            try:
+                path.mkdir(exist_ok=True, mode=0o700)
+                return path
+            except FileNotFoundError:
+                continue
+        raise FileNotFoundError(path)
 
-    def remove_job_dir(self, job_id: int) -> None:
-        shutil.rmtree(self.jobs_dir / str(int(job_id)), ignore_errors=True)
+    def remove_job_dir(self, job_id: int, attempt: str) -> None:
+        """Remove one attempt's folder, and the job's folder once no other attempt uses it."""
+        parent = self.jobs_dir / str(int(job_id))
+        shutil.rmtree(parent / _folder_name(attempt), ignore_errors=True)
+        with contextlib.suppress(OSError):
+            parent.rmdir()  # only when empty: a later attempt may be working there
 
     # ---------------------------------------------------------------- jobs: the bot's side
     async def enqueue(

@@ -167,8 +167,8 @@ async def expire_results(db: Database, store: FileStore, now: float, history_sec
 
 
 def sweep_job_dirs(jobs_dir: Path, statuses: dict[int, JobStatus]) -> int:
-    """Remove temp folders of jobs that are over or gone. Folders of queued jobs stay: a re-queued job may resume
-    from what its last worker left there."""
+    """Remove temp folders (``jobs/<job id>/``, one subfolder per attempt) of jobs that are over or gone. Folders of
+    queued and running jobs stay: a worker may be working in one of their attempt folders."""
     removed = 0
     if not jobs_dir.is_dir():
         return 0

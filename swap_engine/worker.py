@@ -695,7 +695,11 @@ class Worker:
 
     async def run_job(self, store: Storage, job: Job) -> None:
         loop = asyncio.get_running_loop()
-        ctx = JobContext(store, job, self.worker_id, store.job_dir(job.id), loop, self.device, self.settings)
+        # One folder per attempt: should this worker's lease expire, the worker that takes the job over works in
+        # a folder of its own, which this one's clean-up never touches.
+        attempt = f"{job.attempts}-{uuid.uuid4().hex[:8]}"
+        folder = store.job_dir(job.id, attempt)
+        ctx = JobContext(store, job, self.worker_id, folder, loop, self.device, self.settings)
         ctx.shutting_down = self.stopping
         log.info("job %d (%s) started on %s, attempt %d", job.id, job.kind.value, self.device, job.attempts)
         beat = asyncio.create_task(self._heartbeat(ctx))
@@ -729,7 +733,7 @@ class Worker:
             ))  # fmt: skip
         finally:
             beat.cancel()
-            store.remove_job_dir(job.id)
+            store.remove_job_dir(job.id, attempt)
             _free_device(self.device)
 
     async def _heartbeat(self, ctx: JobContext) -> None:

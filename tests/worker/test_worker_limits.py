@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from famswap.config import Settings
 from storage import JobKind, JobStatus, UploadKind, UploadStatus, open_storage
+from swap_engine import worker as worker_module
 from tests.media_kit import make_clip
 from tests.worker.conftest import Enrolled, Media
 from tests.worker.workerkit import ALICE, GUILD, RecordingWorker
@@ -69,3 +74,44 @@ async def test_a_long_non_ascii_file_name_is_no_problem(enrolled: Enrolled) -> N
             done = await store.get_job(job_id)
             assert done.status is JobStatus.SUCCEEDED and done.attempts == 1, done.error
     assert worker.leftovers == []
+
+
+async def test_a_worker_whose_lease_expired_leaves_its_successors_folder_alone(
+    fresh_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folders: dict[str, Path] = {}
+    first_running, first_may_end = threading.Event(), threading.Event()
+    second_running, second_may_end = threading.Event(), threading.Event()
+
+    def handler(ctx: worker_module.JobContext) -> worker_module.Outcome:
+        folders[ctx.worker_id] = ctx.folder
+        (ctx.folder / "work.bin").write_bytes(b"in progress")
+        running, may_end = (first_running, first_may_end) if ctx.worker_id == "first" else (second_running, second_may_end)
+        running.set()
+        assert may_end.wait(120)
+        return worker_module.Outcome(report={"by": ctx.worker_id})
+
+    monkeypatch.setitem(worker_module._HANDLERS, JobKind.TRAIN, handler)
+    first = RecordingWorker(fresh_settings, worker_id="first", heartbeat_s=3600.0)  # never renews its lease
+    second = RecordingWorker(fresh_settings, worker_id="second")
+    async with open_storage(fresh_settings, synchronous="NORMAL") as store:
+        job = await store.enqueue(GUILD, ALICE, JobKind.TRAIN, {}, enforce_quota=False)
+        claimed = await store.claim("first", lease_seconds=0.2)
+        assert claimed is not None and claimed.id == job.id
+        one = asyncio.create_task(first.run_job(store, claimed))
+        assert await asyncio.to_thread(first_running.wait, 60)
+        retaken = await store.wait_for_job("second", timeout=60)  # once the first lease has expired
+        assert retaken is not None and retaken.id == job.id and retaken.attempts == 2
+        two = asyncio.create_task(second.run_job(store, retaken))
+        assert await asyncio.to_thread(second_running.wait, 60)
+
+        first_may_end.set()  # the first worker ends (its lease is lost) and cleans up after itself
+        await asyncio.wait_for(one, 60)
+        assert not folders["first"].exists()
+        assert (folders["second"] / "work.bin").read_bytes() == b"in progress", "the successor's folder is intact"
+
+        second_may_end.set()
+        await asyncio.wait_for(two, 60)
+        done = await store.get_job(job.id)
+        assert done.status is JobStatus.SUCCEEDED
+        assert not (fresh_settings.jobs_dir / str(job.id)).exists()
