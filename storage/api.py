@@ -765,6 +765,13 @@ class Storage:
         with contextlib.suppress(OSError):
             parent.rmdir()  # only when empty: a later attempt may be working there
 
+    async def sweep_job_dir(self, job_id: int) -> None:
+        """Once the job is over (or erased), remove its whole folder: attempts of workers that died included."""
+        rows = await self.db.all(Q.JOB_STATUS_AMONG, (json.dumps([int(job_id)]),))
+        status = JobStatus(rows[0][1]) if rows else None
+        if status is None or status.is_final:
+            shutil.rmtree(self.jobs_dir / str(int(job_id)), ignore_errors=True)
+
     # ---------------------------------------------------------------- jobs: the bot's side
     async def enqueue(
         self,

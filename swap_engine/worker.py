@@ -734,6 +734,7 @@ class Worker:
         finally:
             beat.cancel()
             store.remove_job_dir(job.id, attempt)
+            await _quietly(store.sweep_job_dir(job.id))  # a finished job's folders of dead attempts go too
             _free_device(self.device)
 
     async def _heartbeat(self, ctx: JobContext) -> None:
