@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.uploads import sniff
+from bot.views.show_result import show_result_view
 from famswap.errors import FamswapError, NotFound
 from storage import BlobRef, Job, JobKind, JobPost, JobStatus, JobUpdate, Result, UploadStatus, Visibility
 
@@ -64,7 +65,7 @@ async def results_private(bot: FamswapBot, guild_id: int) -> bool:
     return guild.settings.result_visibility is Visibility.OWNER
 
 
-def _discord_files(files: list[Attachment]) -> list[discord.File]:
+def discord_files(files: list[Attachment]) -> list[discord.File]:
     return [discord.File(io.BytesIO(data), filename=name) for name, data in files]
 
 
@@ -121,7 +122,7 @@ def _channel_sender(channel: discord.PartialMessageable, job: Job, post: JobPost
     """A reply to the request in its channel, mentioning the requester."""
 
     async def send(text: str, files: list[Attachment], view: discord.ui.View | None) -> discord.Message:
-        kwargs: dict[str, object] = {"files": _discord_files(files), "reference": _reference(job, post),
+        kwargs: dict[str, object] = {"files": discord_files(files), "reference": _reference(job, post),
                                      "allowed_mentions": _mention_owner(job)}
         if view is not None:
             kwargs["view"] = view
@@ -138,7 +139,7 @@ def _private_sender(bot: FamswapBot, channel: discord.PartialMessageable, job: J
         if post.interaction_token and token_alive(post):
             try:
                 hook = interaction_webhook(bot, post.interaction_token)
-                return await hook.send(text[:2000], files=_discord_files(files), ephemeral=True, wait=True,
+                return await hook.send(text[:2000], files=discord_files(files), ephemeral=True, wait=True,
                                        allowed_mentions=discord.AllowedMentions.none())
             except discord.HTTPException as exc:
                 if _too_large(exc):
@@ -148,13 +149,11 @@ def _private_sender(bot: FamswapBot, channel: discord.PartialMessageable, job: J
         where = f"From **{guild.name}**: " if guild is not None else ""
         try:
             user = bot.get_user(job.owner_id) or await bot.fetch_user(job.owner_id)
-            return await user.send((where + text)[:2000], files=_discord_files(files))
+            return await user.send((where + text)[:2000], files=discord_files(files))
         except discord.HTTPException as exc:
             if _too_large(exc):
                 raise
             log.info("job %s: could not DM the requester (%s); leaving a note in the channel", job.id, exc)
-        from bot.views.show_result import show_result_view
-
         note = (f"<@{job.owner_id}> your result is ready. On this server results are shown only to the person who "
                 "asked, and I couldn't message you privately — press **Show me** to see it.")
         return await _channel_sender(channel, job, post)(note, [], show_result_view(job.id))

@@ -27,7 +27,7 @@ class ShowResult(discord.ui.DynamicItem[discord.ui.Button], template=r"famswap:r
         return cls(int(match["job"]))
 
     async def callback(self, interaction: discord.Interaction[FamswapBot]) -> Any:  # type: ignore[override]
-        from bot.results import Attachment, _discord_files, post_outcome
+        from bot.results import Attachment, discord_files, post_outcome  # bot.results imports this module
 
         try:
             update = await interaction.client.store.job_update(self.job_id)
@@ -42,7 +42,7 @@ class ShowResult(discord.ui.DynamicItem[discord.ui.Button], template=r"famswap:r
             await interaction.response.defer(ephemeral=True, thinking=True)
 
             async def deliver(text: str, files: list[Attachment], view: discord.ui.View | None) -> discord.Message:
-                return await interaction.followup.send(text[:2000], files=_discord_files(files), ephemeral=True,
+                return await interaction.followup.send(text[:2000], files=discord_files(files), ephemeral=True,
                                                        wait=True, allowed_mentions=discord.AllowedMentions.none())
 
             channel = interaction.client.get_partial_messageable(update.post.channel_id, guild_id=update.job.guild_id)
