@@ -224,7 +224,8 @@ def tracks(settings: Settings, clip: Path, out: Path | None) -> int:
 
     _check_input(clip)
     with StageBar("scan") as bar:
-        scan = pipeline.scan_video(clip, _landmarker(settings), on_progress=lambda d, t, m: bar.update(d, t))
+        scan = pipeline.scan_video(clip, _landmarker(settings), max_frames=settings.max_clip_frames,
+                                   on_progress=lambda d, t, m: bar.update(d, t))
     sheet = pipeline.write_contact_sheet(clip, scan, out or clip.with_name(clip.stem + ".tracks.jpg"))
     for t in scan.tracks:
         print(f"track {t.index}: frames {t.first}-{t.last} ({len(t.faces)} seen), face about {t.faces[t.best_frame()].size:.0f} px")
