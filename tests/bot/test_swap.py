@@ -93,6 +93,8 @@ async def test_rate_limited_edits_do_not_crash(
     identity = await ready_identity(store, family.guild, family.alice)
     _, status = await start_swap(fake, family, clip, identity.id)
     job = await worker.claim(JobKind.SWAP)
+    # The claim's own edit first: the injected 429 must meet the progress edit, not this one.
+    await fake.wait_for(lambda: "⚙️" in status.text, what="the running status")
 
     # A short 429: discord.py waits and retries the same edit.
     fake.rate_limit_next("PATCH", STATUS_EDIT, retry_after=0.2)

@@ -21,7 +21,7 @@ async def test_a_new_data_home_is_private(settings: Settings) -> None:
     try:
         async with open_storage(settings, synchronous="NORMAL") as store:
             job = await store.enqueue(1, 10, JobKind.SWAP, {}, input=b"clip bytes")
-            store.job_dir(job.id)
+            store.job_dir(job.id, "1-test")
             home = settings.home
             assert mode(home) == 0o700 and mode(settings.files_dir) == 0o700 and mode(settings.jobs_dir) == 0o700
             for name in ("famswap.sqlite3", "famswap.sqlite3-wal", "famswap.sqlite3-shm"):
