@@ -25,6 +25,11 @@ INITIAL_EXTENSIONS = (
     "bot.cogs.admin",
 )
 
+NOT_SERVED = (
+    "This famswap bot only serves the servers its host chose, so I'm leaving this one. "
+    "To use famswap here, run your own copy (see famswap's README)."
+)
+
 # The smallest value discord.py accepts: a 429 asking for a longer wait raises RateLimited instead of sleeping,
 # so a progress edit never blocks the poller for minutes.
 MAX_RATELIMIT_TIMEOUT = 30.0
@@ -45,6 +50,8 @@ class FamswapTree(app_commands.CommandTree["FamswapBot"]):
     """Records guild and user rows before each command, and turns every command error into an ephemeral reply."""
 
     async def interaction_check(self, interaction: discord.Interaction[FamswapBot], /) -> bool:
+        if interaction.guild_id is not None and not interaction.client.guild_allowed(interaction.guild_id):
+            raise app_commands.CheckFailure(NOT_SERVED)
         if interaction.type is discord.InteractionType.application_command and interaction.guild_id is not None:
             store = interaction.client.store
             try:
@@ -90,6 +97,43 @@ class FamswapBot(commands.Bot):
         self.poll_interval = poll_interval  # how often storage is asked for job changes
         self.edit_interval = edit_interval  # the least time between two edits of one status message
         self.http_session: aiohttp.ClientSession | None = None  # for downloading attachments (capped, streamed)
+        self._reconciled = False  # guilds are checked once, at the first READY
+
+    def guild_allowed(self, guild_id: int) -> bool:
+        """``FAMSWAP_ALLOWED_GUILDS`` lists the servers served; empty: any server that adds the bot."""
+        return not self.settings.allowed_guilds or guild_id in self.settings.allowed_guilds
+
+    async def leave_unserved(self, guild: discord.Guild) -> None:
+        """Leave a server the host did not allow, telling its owner (who, or whose admin, invited the bot) in one
+        line: by DM, else in the server's system channel."""
+        log.warning("leaving server %s (%s): not in FAMSWAP_ALLOWED_GUILDS", guild.name, guild.id)
+        text = f"**{guild.name}**: {NOT_SERVED}"
+        try:
+            owner = guild.owner or await self.fetch_user(guild.owner_id)  # type: ignore[arg-type]
+            await owner.send(text)
+        except (discord.HTTPException, TypeError):
+            if guild.system_channel is not None:
+                try:
+                    await guild.system_channel.send(text)
+                except discord.HTTPException:
+                    pass
+        await guild.leave()
+
+    async def reconcile_guilds(self) -> None:
+        """After a start: leave servers that are not allowed, and erase (after the grace period) the data of servers
+        that removed the bot while it was offline — ``on_guild_remove`` never fired for them."""
+        for guild in list(self.guilds):
+            if not self.guild_allowed(guild.id):
+                try:
+                    await self.leave_unserved(guild)
+                except discord.HTTPException:
+                    log.exception("could not leave server %s", guild.id)
+        present = {g.id for g in self.guilds if self.guild_allowed(g.id)}
+        scheduled, cancelled = await self.store.reconcile_guilds(present)
+        if scheduled:
+            log.info("not in server(s) %s any more: their data will be erased after the grace period", scheduled)
+        if cancelled:
+            log.info("back in server(s) %s: their scheduled erase is cancelled", cancelled)
 
     async def setup_hook(self) -> None:
         self.http_session = aiohttp.ClientSession()
@@ -106,6 +150,12 @@ class FamswapBot(commands.Bot):
 
     async def on_ready(self) -> None:
         log.info("connected as %s (%s) in %d server(s)", self.user, self.user.id if self.user else "?", len(self.guilds))
+        if not self._reconciled:
+            self._reconciled = True
+            try:
+                await self.reconcile_guilds()
+            except Exception:  # the bot still serves; the next start tries again
+                log.exception("could not reconcile servers at start-up")
 
     @property
     def downloads(self) -> aiohttp.ClientSession:

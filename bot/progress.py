@@ -8,6 +8,9 @@ was last shown, and ``get_partial_messageable(...).get_partial_message(...)`` ed
 Edits of one message are spaced at least ``bot.edit_interval`` seconds apart (intermediate states are simply never
 shown); a message older than an hour, or one Discord refuses to edit (30046), is replaced by a fresh one; a 429
 longer than the bot's ``max_ratelimit_timeout`` raises ``RateLimited``, which only postpones that job's next edit.
+
+Where results are private to their requester (an admin setting), training previews are never put in the status
+message: they go into the requester's ephemeral answer while its interaction token lives, and are not shown after.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from bot.results import post_outcome
+from bot.results import interaction_webhook, post_outcome, results_private, token_alive
 from bot.uploads import sniff
 from famswap.errors import FamswapError
 from storage import Job, JobKind, JobPost, JobStatus, JobUpdate
@@ -92,8 +95,9 @@ def job_title(job: Job) -> str:
     return "Building a face set" if job.kind is JobKind.PREPARE else f"famswap job #{job.id}"
 
 
-async def render_status(bot: FamswapBot, job: Job) -> tuple[discord.Embed, list[discord.File]]:
-    """The status message of a job as it stands: embed (stage, bar, queue position, ETA) and the latest preview."""
+async def render_status(bot: FamswapBot, job: Job, *, private: bool = False) -> tuple[discord.Embed, list[discord.File]]:
+    """The status message of a job as it stands: embed (stage, bar, queue position, ETA) and the latest preview
+    (``private``: no preview, and the result is said to go to the requester alone)."""
     store = bot.store
     lines = [f"Requested by <@{job.owner_id}>"]
     eta: float | None = None
@@ -121,14 +125,17 @@ async def render_status(bot: FamswapBot, job: Job) -> tuple[discord.Embed, list[
             lines.append("Stopping…")
         elif eta is not None:
             lines.append(f"Done in {format_duration(eta)}")
-        if job.progress.preview is not None:
+        if job.progress.preview is not None and private:
+            lines.append("Previews are shown to the requester only.")
+        elif job.progress.preview is not None:
             data = await store.read_blob(job.progress.preview)
             kind = sniff(data[:64])
             ext = kind[1] if kind else "png"
             files.append(discord.File(io.BytesIO(data), filename=f"preview.{ext}"))
             embed.set_image(url=f"attachment://preview.{ext}")
     elif job.status is JobStatus.SUCCEEDED:
-        lines.append("✅ Done — the result is in the reply below.")
+        lines.append("✅ Done — the result went to the requester only." if private
+                     else "✅ Done — the result is in the reply below.")
     elif job.status is JobStatus.FAILED:
         lines.append(f"❌ {job.error or 'It failed.'}")
     else:
@@ -180,6 +187,7 @@ class ProgressPoller:
         self._stopping = asyncio.Event()
         self._busy = False  # inside a pass (storage and Discord calls that should not be cut off)
         self._last_edit: dict[int, float] = {}  # job id → monotonic time of its last status edit
+        self._private_preview: dict[int, str] = {}  # job id → digest of the preview last shown to the requester
         # (job id, final?) → no attempt before (rate limits, errors). Kept apart for final updates, so a long 429 on
         # a progress edit never holds back the result.
         self._not_before: dict[tuple[int, bool], float] = {}
@@ -239,12 +247,15 @@ class ProgressPoller:
         key = (job.id, job.status.is_final)
         channel = self.bot.get_partial_messageable(post.channel_id, guild_id=job.guild_id)
         try:
+            private = await results_private(self.bot, job.guild_id)
             if job.status.is_final and post.result_message_id is None:
                 result_id = await post_outcome(self.bot, channel, update)
                 if result_id is not None:
                     await store.update_post(job.id, result_message_id=result_id)
+            if private and not job.status.is_final:
+                await self._preview_to_requester(job, post)
             if not job.payload.get("refit_of"):  # a re-encode has no status message of its own
-                await self._refresh_status(channel, job, post)
+                await self._refresh_status(channel, job, post, private=private)
         except discord.RateLimited as exc:
             log.warning("rate limited for %.0f s while updating job %s; skipping this update", exc.retry_after, job.id)
             self._not_before[key] = time.monotonic() + exc.retry_after
@@ -263,14 +274,36 @@ class ProgressPoller:
         if job.status.is_final:
             await store.update_post(job.id, posted_seq=job.update_seq, interaction_token=None)
             self._last_edit.pop(job.id, None)
+            self._private_preview.pop(job.id, None)
             self._not_before.pop((job.id, False), None)
             self._not_before.pop((job.id, True), None)
         else:
             await store.update_post(job.id, posted_seq=job.update_seq)
             self._last_edit[job.id] = time.monotonic()
 
-    async def _refresh_status(self, channel: discord.PartialMessageable, job: Job, post: JobPost) -> None:
-        embed, files = await render_status(self.bot, job)
+    async def _preview_to_requester(self, job: Job, post: JobPost) -> None:
+        """Show a new training preview in the requester's own ephemeral answer, while its token lives."""
+        preview = job.progress.preview
+        if preview is None or not post.interaction_token or not token_alive(post):
+            return
+        if self._private_preview.get(job.id) == preview.digest:
+            return
+        data = await self.bot.store.read_blob(preview)
+        kind = sniff(data[:64])
+        file = discord.File(io.BytesIO(data), filename=f"preview.{kind[1] if kind else 'png'}")
+        try:
+            # "@original": the interaction's own answer; the webhook only formats the id into the route.
+            await interaction_webhook(self.bot, post.interaction_token).edit_message(
+                "@original", attachments=[file]  # type: ignore[arg-type]
+            )
+        except discord.HTTPException as exc:
+            log.info("job %s: could not show the preview to its requester: %s", job.id, exc)
+        self._private_preview[job.id] = preview.digest
+
+    async def _refresh_status(
+        self, channel: discord.PartialMessageable, job: Job, post: JobPost, *, private: bool = False
+    ) -> None:
+        embed, files = await render_status(self.bot, job, private=private)
         old = post.status_message_id
         too_old = post.status_message_at is not None and datetime.now(UTC) - post.status_message_at > STATUS_MAX_AGE
         if old is None or (too_old and not job.status.is_final):
@@ -286,7 +319,7 @@ class ProgressPoller:
                 raise
             if job.status.is_final:  # the outcome is already posted below the old message; leave it be
                 return
-        embed, files = await render_status(self.bot, job)  # the files of the failed edit are spent
+        embed, files = await render_status(self.bot, job, private=private)  # the files of the failed edit are spent
         await self._repost(channel, job, old, embed, files)
 
     async def _repost(

@@ -5,20 +5,28 @@ limit, or one Discord refuses with 413 / 40005, is handed back to the worker as 
 the smaller copy is posted when it is done. Enrollment results show the face-set summary and the thumbnail grid;
 a clip with several faces and no choice shows the numbered contact sheet with a button per face; failures get the
 worker's short explanation and hint.
+
+Where an admin set "results visible to: the requester", results go to the requester only: an ephemeral follow-up
+while the request's interaction token lives, else a direct message, else a short note in the channel with a
+"Show me" button only the requester can use. (The contact sheet stays in the channel: it shows the clip's actors,
+and its buttons must keep working there.)
 """
 
 from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import PurePath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 
 from bot.uploads import sniff
-from famswap.errors import FamswapError
-from storage import BlobRef, Job, JobKind, JobPost, JobStatus, JobUpdate, Result, UploadStatus
+from bot.views.show_result import show_result_view
+from famswap.errors import FamswapError, NotFound
+from storage import BlobRef, Job, JobKind, JobPost, JobStatus, JobUpdate, Result, UploadStatus, Visibility
 
 if TYPE_CHECKING:
     from bot.app import FamswapBot
@@ -27,6 +35,38 @@ log = logging.getLogger(__name__)
 
 TOO_LARGE_CODE = 40005
 REFIT_MARGIN = 0.92  # aim below the limit: the multipart envelope and the GIF share the request
+# Discord's interaction tokens live 15 minutes; stop using one a little before, so a send never races its expiry.
+TOKEN_LIFETIME = timedelta(minutes=14)
+
+Attachment = tuple[str, bytes]  # (file name, bytes): re-made into a discord.File for every try
+Deliver = Callable[[str, list[Attachment], "discord.ui.View | None"], Awaitable[discord.Message]]
+
+
+def token_alive(post: JobPost) -> bool:
+    """Whether the request's interaction token can still be used for follow-ups (ephemeral answers)."""
+    if post.interaction_id is None or not post.interaction_token:
+        return False
+    return datetime.now(UTC) - discord.utils.snowflake_time(post.interaction_id) < TOKEN_LIFETIME
+
+
+def interaction_webhook(bot: FamswapBot, token: str) -> discord.Webhook:
+    """The follow-up webhook of an interaction known only by its token (as ``Interaction.followup`` builds it:
+    an application webhook, the only kind that may send ephemeral messages)."""
+    data: Any = {"id": bot.application_id, "type": 3, "token": token}
+    return discord.Webhook.from_state(data=data, state=bot._connection)
+
+
+async def results_private(bot: FamswapBot, guild_id: int) -> bool:
+    """Whether the guild's admins made results visible to their requester only."""
+    try:
+        guild = await bot.store.get_guild(guild_id)
+    except NotFound:
+        return False
+    return guild.settings.result_visibility is Visibility.OWNER
+
+
+def discord_files(files: list[Attachment]) -> list[discord.File]:
+    return [discord.File(io.BytesIO(data), filename=name) for name, data in files]
 
 
 def filesize_limit(bot: FamswapBot, guild_id: int) -> int:
@@ -54,30 +94,71 @@ def _too_large(exc: discord.HTTPException) -> bool:
     return exc.status == 413 or exc.code == TOO_LARGE_CODE
 
 
-async def post_outcome(bot: FamswapBot, channel: discord.PartialMessageable, update: JobUpdate) -> int | None:
-    """Post the outcome of a finished job; returns the message id (None when there is nothing to post)."""
-    job = update.job
+async def post_outcome(
+    bot: FamswapBot, channel: discord.PartialMessageable, update: JobUpdate, *, deliver: Deliver | None = None
+) -> int | None:
+    """Post the outcome of a finished job; returns the message id (None when there is nothing to post).
+
+    ``deliver`` overrides where it goes (the "Show me" button answers ephemerally); by default the channel, or the
+    requester alone when the guild keeps results private."""
+    job, post = update.job, update.post
     if job.status is JobStatus.FAILED:
-        return (await _send(channel, job, update.post, _failure_text(job))).id
+        return (await _channel_sender(channel, job, post)(_failure_text(job), [], None)).id
     if job.status is not JobStatus.SUCCEEDED:
         return None  # cancelled: the status message says so
-    if job.kind is JobKind.PREPARE:
-        return await _post_faceset(bot, channel, job, update.post)
     result = update.result
     if result is not None and result.report.get("needs_choice"):
-        return await _post_choice(bot, channel, job, update.post, result)
-    return await _post_video(bot, channel, job, update.post, result)
+        return await _post_choice(bot, _channel_sender(channel, job, post), job, result)
+    shown_again = deliver is not None  # "Show me": the first delivery already asked for a smaller copy if needed
+    if deliver is None:
+        private = await results_private(bot, job.guild_id)
+        deliver = _private_sender(bot, channel, job, post) if private else _channel_sender(channel, job, post)
+    if job.kind is JobKind.PREPARE:
+        return await _post_faceset(bot, deliver, job)
+    return await _post_video(bot, deliver, job, post, result, refit=not shown_again)
 
 
-async def _send(
-    channel: discord.PartialMessageable, job: Job, post: JobPost, text: str, *, files: list[discord.File] | None = None,
-    view: discord.ui.View | None = None,
-) -> discord.Message:
-    kwargs: dict[str, object] = {"files": files or [], "reference": _reference(job, post),
-                                 "allowed_mentions": _mention_owner(job)}
-    if view is not None:
-        kwargs["view"] = view
-    return await channel.send(text[:2000], **kwargs)  # type: ignore[arg-type]
+def _channel_sender(channel: discord.PartialMessageable, job: Job, post: JobPost) -> Deliver:
+    """A reply to the request in its channel, mentioning the requester."""
+
+    async def send(text: str, files: list[Attachment], view: discord.ui.View | None) -> discord.Message:
+        kwargs: dict[str, object] = {"files": discord_files(files), "reference": _reference(job, post),
+                                     "allowed_mentions": _mention_owner(job)}
+        if view is not None:
+            kwargs["view"] = view
+        return await channel.send(text[:2000], **kwargs)  # type: ignore[arg-type]
+
+    return send
+
+
+def _private_sender(bot: FamswapBot, channel: discord.PartialMessageable, job: Job, post: JobPost) -> Deliver:
+    """To the requester alone: ephemeral follow-up, else a DM, else a note in the channel with a "Show me" button.
+    A refusal as too large propagates (the caller tries again with less); other failures fall through."""
+
+    async def send(text: str, files: list[Attachment], view: discord.ui.View | None) -> discord.Message:
+        if post.interaction_token and token_alive(post):
+            try:
+                hook = interaction_webhook(bot, post.interaction_token)
+                return await hook.send(text[:2000], files=discord_files(files), ephemeral=True, wait=True,
+                                       allowed_mentions=discord.AllowedMentions.none())
+            except discord.HTTPException as exc:
+                if _too_large(exc):
+                    raise
+                log.info("job %s: ephemeral follow-up failed (%s); trying a DM", job.id, exc)
+        guild = bot.get_guild(job.guild_id)
+        where = f"From **{guild.name}**: " if guild is not None else ""
+        try:
+            user = bot.get_user(job.owner_id) or await bot.fetch_user(job.owner_id)
+            return await user.send((where + text)[:2000], files=discord_files(files))
+        except discord.HTTPException as exc:
+            if _too_large(exc):
+                raise
+            log.info("job %s: could not DM the requester (%s); leaving a note in the channel", job.id, exc)
+        note = (f"<@{job.owner_id}> your result is ready. On this server results are shown only to the person who "
+                "asked, and I couldn't message you privately — press **Show me** to see it.")
+        return await _channel_sender(channel, job, post)(note, [], show_result_view(job.id))
+
+    return send
 
 
 def _failure_text(job: Job) -> str:
@@ -92,17 +173,17 @@ def _failure_text(job: Job) -> str:
     return f"<@{job.owner_id}> sorry — I couldn't {what}. {reason}"
 
 
-async def _file(bot: FamswapBot, ref: BlobRef, filename: str) -> discord.File:
+async def _file(bot: FamswapBot, ref: BlobRef, filename: str) -> Attachment:
     """A stored file as an attachment; a name without extension gets the one its bytes show (jpeg, png…)."""
     data = await bot.store.read_blob(ref)
     if not PurePath(filename).suffix:
         found = sniff(data[:64])
         filename += "." + (found[1] if found else "png")
-    return discord.File(io.BytesIO(data), filename=filename)
+    return filename, data
 
 
 async def _post_video(
-    bot: FamswapBot, channel: discord.PartialMessageable, job: Job, post: JobPost, result: Result | None
+    bot: FamswapBot, deliver: Deliver, job: Job, post: JobPost, result: Result | None, *, refit: bool = True
 ) -> int:
     limit = filesize_limit(bot, job.guild_id)
     name = job.payload.get("identity_name", "them")
@@ -128,11 +209,13 @@ async def _post_video(
     for number, attempt in enumerate(attempts):
         body = text
         if video is not None and not any(ref is video for ref, _ in attempt):
-            note = note if note is not None else await _refit_note(bot, job, post, video, limit)
+            if note is None:
+                note = (await _refit_note(bot, job, post, video, limit) if refit
+                        else f"\nThe video is over this server's upload limit ({_mb(limit)}).")
             body += note
         files = [await _file(bot, ref, filename) for ref, filename in attempt]
         try:
-            return (await _send(channel, job, post, body, files=files)).id
+            return (await deliver(body, files, None)).id
         except discord.HTTPException as exc:
             if not _too_large(exc) or number == len(attempts) - 1:
                 raise
@@ -164,9 +247,7 @@ async def _refit_note(bot: FamswapBot, job: Job, post: JobPost, video: BlobRef, 
     return f"\nThe video is over this server's upload limit ({_mb(limit)}); I'm making a smaller copy and will post it here."
 
 
-async def _post_choice(
-    bot: FamswapBot, channel: discord.PartialMessageable, job: Job, post: JobPost, result: Result
-) -> int:
+async def _post_choice(bot: FamswapBot, deliver: Deliver, job: Job, result: Result) -> int:
     from bot.views.pick_face import pick_face_view
 
     faces = int(result.report.get("faces") or 0) or len(result.report.get("tracks") or [])
@@ -176,10 +257,10 @@ async def _post_choice(
         "The numbers match the picture."
     )
     files = [await _file(bot, result.comparison, "faces")] if result.comparison is not None else []
-    return (await _send(channel, job, post, text, files=files, view=pick_face_view(job.id, faces))).id
+    return (await deliver(text, files, pick_face_view(job.id, faces))).id
 
 
-async def _post_faceset(bot: FamswapBot, channel: discord.PartialMessageable, job: Job, post: JobPost) -> int:
+async def _post_faceset(bot: FamswapBot, deliver: Deliver, job: Job) -> int:
     store = bot.store
     identity = await store.get_identity(job.guild_id, int(job.payload["identity_id"]))
     uploads = await store.list_uploads(job.guild_id, identity.id)
@@ -196,4 +277,4 @@ async def _post_faceset(bot: FamswapBot, channel: discord.PartialMessageable, jo
     if identity.face_count:
         lines.append(f"Try it: `/swap identity:{identity.display_name}` with a short clip.")
     files = [await _file(bot, identity.thumbnail, "faces")] if identity.thumbnail is not None else []
-    return (await _send(channel, job, post, "\n".join(lines), files=files)).id
+    return (await deliver("\n".join(lines), files, None)).id

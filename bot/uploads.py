@@ -1,8 +1,9 @@
 """Download users' attachments at once (their signed URLs expire) and check them by content, never by name or MIME.
 
 The bot never decodes media (no cv2 here): it reads magic bytes to tell photos from videos from everything else,
-caps the bytes it accepts while streaming, and reads an MP4/MOV's duration from its ``mvhd`` box. The worker decodes
-the file later and has the last word (corrupt frames, no face, decompression bombs).
+caps the bytes it accepts while streaming, and reads an MP4/MOV's duration from its ``mvhd`` box and its video
+track's frame count (the sample table) and frame rate. The worker decodes the file later and has the last word
+(corrupt frames, no face, decompression bombs; it counts the frames again).
 """
 
 from __future__ import annotations
@@ -100,6 +101,52 @@ def mp4_duration(data: bytes) -> float | None:
     return duration / timescale if timescale else None
 
 
+def mp4_video_frames(data: bytes) -> tuple[int, float] | None:
+    """(frames, seconds) of the first video track of an MP4/MOV: the sample count of its ``stsz`` box and the
+    duration of its ``mdhd``; None when the file has no readable video track."""
+    moov = _find_box(data, 0, len(data), b"moov")
+    if moov is None:
+        return None
+    pos = moov[0]
+    while (trak := _find_box(data, pos, moov[1], b"trak")) is not None:
+        pos = trak[1]
+        mdia = _find_box(data, trak[0], trak[1], b"mdia")
+        hdlr = mdia and _find_box(data, mdia[0], mdia[1], b"hdlr")
+        if mdia is None or hdlr is None or data[hdlr[0] + 8 : hdlr[0] + 12] != b"vide":
+            continue
+        mdhd = _find_box(data, mdia[0], mdia[1], b"mdhd")
+        minf = _find_box(data, mdia[0], mdia[1], b"minf")
+        stbl = minf and _find_box(data, minf[0], minf[1], b"stbl")
+        stsz = stbl and _find_box(data, stbl[0], stbl[1], b"stsz")
+        if mdhd is None or stsz is None:
+            return None
+        try:
+            if data[mdhd[0]] == 1:
+                timescale, duration = struct.unpack_from(">IQ", data, mdhd[0] + 20)
+            else:
+                timescale, duration = struct.unpack_from(">II", data, mdhd[0] + 12)
+            (frames,) = struct.unpack_from(">I", data, stsz[0] + 8)  # after version/flags and sample_size
+        except struct.error:
+            return None
+        return frames, (duration / timescale if timescale else 0.0)
+    return None
+
+
+def check_clip_frames(name: str, data: bytes, *, max_fps: float, max_frames: int) -> None:
+    """Refuse an MP4/MOV whose video has more frames, or a higher frame rate, than the host allows."""
+    found = mp4_video_frames(data)
+    if found is None:
+        return  # not readable here: the worker counts the frames before decoding any
+    frames, seconds = found
+    if frames > max_frames:
+        raise MediaTooLarge(f"“{name}” has {frames:,} frames; the limit is {max_frames:,}.",
+                            hint="Trim the clip or export it at 30 or 60 fps, then send it again.")
+    # A frame more than the rate allows is rounding; a 1000 fps clip is not.
+    if seconds > 0 and frames > 1 and (frames - 1) / seconds > max_fps:
+        raise MediaTooLarge(f"“{name}” runs at {frames / seconds:.0f} frames per second; the limit is {max_fps:g}.",
+                            hint="Export it at a normal frame rate (30 or 60 fps) and send it again.")
+
+
 def _find_box(data: bytes, start: int, end: int, name: bytes) -> tuple[int, int] | None:
     """(payload start, payload end) of the first box called ``name`` among the boxes in data[start:end]."""
     pos = start
@@ -121,10 +168,19 @@ def _find_box(data: bytes, start: int, end: int, name: bytes) -> tuple[int, int]
     return None
 
 
+MAX_NAME_BYTES = 100
+
+
 def safe_filename(name: str) -> str:
-    """Keep a user's filename readable in messages but harmless as a stored name."""
+    """Keep a user's filename readable in messages but harmless as a stored name: at most ``MAX_NAME_BYTES`` bytes
+    of UTF-8 (whole characters), its extension kept. It is never used as a path (the worker names files by id)."""
     cleaned = re.sub(r"[^\w.\- ]+", "_", name).strip(" ._") or "file"
-    return cleaned[:100]
+    stem, dot, ext = cleaned.rpartition(".")
+    if not dot or not stem or len(ext.encode()) > 10:
+        stem, ext = cleaned, ""
+    suffix = f".{ext}" if ext else ""
+    room = MAX_NAME_BYTES - len(suffix.encode())
+    return stem.encode()[:room].decode(errors="ignore").rstrip(" .") + suffix
 
 
 def _mb(n: int) -> str:
@@ -138,6 +194,8 @@ async def download(
     max_bytes: int,
     kinds: tuple[UploadKind, ...] = (UploadKind.IMAGE, UploadKind.VIDEO),
     max_clip_seconds: float | None = None,
+    max_clip_fps: float | None = None,
+    max_clip_frames: int | None = None,
 ) -> Media:
     """Fetch one attachment now and check it: size (Discord's figure, then the bytes themselves), type by magic
     bytes, and a video's length. Raises ``MediaTooLarge`` / ``UnsupportedMedia`` with a message naming the file."""
@@ -164,6 +222,8 @@ async def download(
                 f"“{name}” is {seconds:.0f} s long; clips may be at most {max_clip_seconds:.0f} s.",
                 hint="Trim it to the part you want and send it again.",
             )
+        if max_clip_fps is not None and max_clip_frames is not None:
+            check_clip_frames(name, data, max_fps=max_clip_fps, max_frames=max_clip_frames)
     return Media(name, data, kind, fmt)
 
 

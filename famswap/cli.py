@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Everything famswap writes (database, encrypted files, job folders, logs of ffmpeg...) is for this user only:
+    # folders 0700 and files 0600, whatever the caller's umask.
+    os.umask(0o077)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):

@@ -98,6 +98,14 @@ def _parse_text(name: str, raw: str) -> str:
     return raw.strip()
 
 
+def _parse_ids(name: str, raw: str) -> tuple[int, ...]:
+    parts = [p for p in re.split(r"[\s,]+", raw.strip()) if p]
+    if not all(p.isdigit() for p in parts):
+        raise ConfigError(f"{name}={raw!r} is not a list of server ids.",
+                          hint=f"Set {name} to server ids separated by commas (empty: any server).")
+    return tuple(int(p) for p in parts)
+
+
 def _setting(env: str, parse: Callable[[str, str], Any], default: Any = None, *, factory: Any = None) -> Any:
     meta = {"env": env, "parse": parse}
     if factory is not None:
@@ -123,6 +131,9 @@ class Settings:
     max_photos_per_identity: int = _setting("FAMSWAP_MAX_PHOTOS", _parse_number(int, 1), 60)
     max_image_pixels: int = _setting("FAMSWAP_MAX_IMAGE_PIXELS", _parse_number(int, 10_000), 40_000_000)
     max_clip_pixels: int = _setting("FAMSWAP_MAX_CLIP_PIXELS", _parse_number(int, 10_000), 1920 * 1080)
+    # A clip's frames are what costs: both caps are checked before decoding (frames counted, not read from headers).
+    max_clip_fps: float = _setting("FAMSWAP_MAX_CLIP_FPS", _parse_number(float, 1), 120.0)
+    max_clip_frames: int = _setting("FAMSWAP_MAX_CLIP_FRAMES", _parse_number(int, 1), 3600)
     # Engine defaults.
     model: str = _setting("FAMSWAP_MODEL", _parse_choice(_MODEL_NAMES), "auto")
     quality: str = _setting("FAMSWAP_QUALITY", _parse_choice(_QUALITIES), "preview")
@@ -137,6 +148,11 @@ class Settings:
     max_queued_per_user: int = _setting("FAMSWAP_MAX_QUEUED_PER_USER", _parse_number(int, 1), 3)
     max_queued_per_guild: int = _setting("FAMSWAP_MAX_QUEUED_PER_GUILD", _parse_number(int, 1), 20)
     daily_jobs_per_user: int = _setting("FAMSWAP_DAILY_JOBS_PER_USER", _parse_number(int, 1), 20)
+    # Host-wide, every server together: a bot invited to many servers still does this much at most.
+    max_queued_total: int = _setting("FAMSWAP_MAX_QUEUED_TOTAL", _parse_number(int, 1), 50)
+    daily_jobs_total: int = _setting("FAMSWAP_DAILY_JOBS_TOTAL", _parse_number(int, 1), 200)
+    # The servers the bot serves (empty: any that invites it); it leaves the others.
+    allowed_guilds: tuple[int, ...] = _setting("FAMSWAP_ALLOWED_GUILDS", _parse_ids, ())
     result_days: float = _setting("FAMSWAP_RESULT_DAYS", _parse_number(float, 0.01), 30.0)
     keep_uploads: bool = _setting("FAMSWAP_KEEP_UPLOADS", _parse_bool, False)
     guild_grace_days: float = _setting("FAMSWAP_GUILD_GRACE_DAYS", _parse_number(float, 0), 7.0)

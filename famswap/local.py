@@ -78,10 +78,10 @@ def _save_local_bank(settings: Settings, model: str, src: Path) -> None:
     from storage.crypto import encrypt_stream, load_or_create_key
 
     dst = _bank_file(settings, model)
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     keys = load_or_create_key(settings.key_path)
     tmp = dst.with_name(dst.name + ".tmp")
-    with src.open("rb") as f, tmp.open("wb") as out:
+    with src.open("rb") as f, os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
         encrypt_stream(keys, f, out)
         out.flush()
         os.fsync(out.fileno())
@@ -95,11 +95,16 @@ def _faceset_from_paths(settings: Settings, paths: list[Path], work: Path) -> tu
     import hashlib
 
     from swap_engine.faceset import build_faceset
+    from swap_engine.media import sniff_kind
     from swap_engine.pipeline import file_digest
+    from swap_engine.worker import check_video
 
     for p in paths:
         _check_input(p)
     files = sorted(f for p in paths for f in ([p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file())))
+    for f in files:
+        if sniff_kind(f) == "video":
+            check_video(f, settings)  # every cap before decoding: a 4096x4096 selfie video is refused in seconds
     key = hashlib.sha256("".join(file_digest(f) for f in files).encode()).hexdigest()[:12]
     folder = work / "person"
     with StageBar("enroll") as bar:
@@ -124,7 +129,8 @@ def swap(settings: Settings, args: argparse.Namespace) -> int:
     _check_input(clip)
     from swap_engine.video import probe
 
-    info = probe(clip)
+    # The frame rate and frame count are capped as for the bot (the frames are what costs time), not the length.
+    info = probe(clip, max_fps=settings.max_clip_fps, max_frames=settings.max_clip_frames)
     device = pipeline.resolve_device(args.device or settings.device)
     model = args.model or (settings.model if settings.model != "auto" else pipeline.default_model(device))
     minutes = args.train_minutes if args.train_minutes is not None else settings.train_seconds(device) / 60.0
@@ -149,7 +155,8 @@ def _swap_in(settings: Settings, args: argparse.Namespace, clip: Path, work: Pat
     clip_key = pipeline.file_digest(clip)
     landmarker = _landmarker(settings)
     with StageBar("scan") as bar:
-        scan = pipeline.scan_video(clip, landmarker, on_progress=lambda d, t, m: bar.update(d, t))
+        scan = pipeline.scan_video(clip, landmarker, max_frames=settings.max_clip_frames,
+                                   on_progress=lambda d, t, m: bar.update(d, t))
     _say(f"scan        {len(scan.tracks)} face track(s) in {scan.frame_count} frames")
     track = args.track if args.track is not None else 0
     chosen = scan.track(track)
@@ -217,7 +224,8 @@ def tracks(settings: Settings, clip: Path, out: Path | None) -> int:
 
     _check_input(clip)
     with StageBar("scan") as bar:
-        scan = pipeline.scan_video(clip, _landmarker(settings), on_progress=lambda d, t, m: bar.update(d, t))
+        scan = pipeline.scan_video(clip, _landmarker(settings), max_frames=settings.max_clip_frames,
+                                   on_progress=lambda d, t, m: bar.update(d, t))
     sheet = pipeline.write_contact_sheet(clip, scan, out or clip.with_name(clip.stem + ".tracks.jpg"))
     for t in scan.tracks:
         print(f"track {t.index}: frames {t.first}-{t.last} ({len(t.faces)} seen), face about {t.faces[t.best_frame()].size:.0f} px")

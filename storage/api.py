@@ -9,8 +9,10 @@ limit resets).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import shutil
 import sqlite3
 import time
@@ -78,8 +80,11 @@ class Limits:
     max_queued_per_user: int = 3
     max_queued_per_guild: int = 20
     daily_jobs_per_user: int = 20
+    max_queued_total: int | None = None  # every guild together (None: no host-wide cap)
+    daily_jobs_total: int | None = None
     max_photos_per_identity: int = 60
     result_days: float = 30.0
+    choice_seconds: float = 86400.0  # a "which face?" question (and the clip it keeps) lives this long at most
     keep_uploads: bool = False
     guild_grace_days: float = 7.0
     retry_base_seconds: float = 30.0  # first retry delay; doubles per attempt
@@ -95,6 +100,8 @@ class Limits:
             max_queued_per_user=settings.max_queued_per_user,
             max_queued_per_guild=settings.max_queued_per_guild,
             daily_jobs_per_user=settings.daily_jobs_per_user,
+            max_queued_total=settings.max_queued_total,
+            daily_jobs_total=settings.daily_jobs_total,
             max_photos_per_identity=settings.max_photos_per_identity,
             result_days=settings.result_days,
             keep_uploads=settings.keep_uploads,
@@ -110,6 +117,12 @@ class _Unset:
 
 
 UNSET: Any = _Unset()
+
+
+def _folder_name(attempt: str) -> str:
+    if not attempt or not all(c.isalnum() or c in "-_." for c in attempt) or attempt in (".", ".."):
+        raise ValueError(f"not an attempt name: {attempt!r}")
+    return attempt
 
 
 def _mention(user_id: int) -> str:
@@ -172,7 +185,9 @@ async def open_storage(
     remove temp folders of jobs that are over). Safe with several processes open at once. ``synchronous`` is
     SQLite's setting (``FULL``: a commit survives a power cut; ``NORMAL``: faster, survives a crash).
     """
-    settings.home.mkdir(parents=True, exist_ok=True)
+    for folder in (settings.home, settings.jobs_dir):  # private, also when they were made before with 0755
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(folder, 0o700)
     async with open_database(settings.database_path, synchronous=synchronous) as db:
         keys = await _load_key(db, settings.key_path)
         store = Storage(
@@ -211,6 +226,8 @@ class Storage:
             max_queued_per_guild=limits.max_queued_per_guild,
             daily_jobs_per_user=limits.daily_jobs_per_user,
             daily_jobs_per_guild=None,
+            max_queued_total=limits.max_queued_total,
+            daily_jobs_total=limits.daily_jobs_total,
         )
         # job id -> (last progress write, its stage, last preview write): the bounded progress rate, per process.
         self._progress_marks: dict[int, tuple[float, str, float]] = {}
@@ -316,6 +333,23 @@ class Storage:
                 raise ValueError(f"unknown guild setting in {sorted(changes)}: {exc}") from None
             await tx.run(Q.SET_GUILD_SETTINGS, (settings.to_json(), guild_id))
         return settings
+
+    async def reconcile_guilds(self, present: set[int]) -> tuple[list[int], list[int]]:
+        """At the bot's start-up: schedule the erase of every guild the bot is no longer in (removed while it was
+        offline) and cancel it for guilds it is in again. Guild 0, the command line's own, is left alone.
+        Returns (scheduled, cancelled) guild ids."""
+        scheduled: list[int] = []
+        cancelled: list[int] = []
+        for guild_id, is_scheduled in await self.db.all(Q.GUILD_IDS, ()):
+            if guild_id == 0:
+                continue
+            if guild_id not in present and not is_scheduled:
+                await self.schedule_guild_deletion(guild_id)
+                scheduled.append(guild_id)
+            elif guild_id in present and is_scheduled:
+                await self.cancel_guild_deletion(guild_id)
+                cancelled.append(guild_id)
+        return scheduled, cancelled
 
     async def ensure_user(self, user_id: int, name: str = "") -> User:
         """Create the user's row if needed (and refresh the name); returns it."""
@@ -709,14 +743,34 @@ class Storage:
         """Decrypt a stored file to ``dst`` (mode 0600), e.g. inside ``job_dir``; streamed, not held in memory."""
         return await asyncio.to_thread(self.files.decrypt_to, ref, dst)
 
-    def job_dir(self, job_id: int) -> Path:
-        """The job's private temp folder (created, mode 0700). Remove it with ``remove_job_dir`` when the job ends."""
-        path = self.jobs_dir / str(int(job_id))
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return path
+    def job_dir(self, job_id: int, attempt: str) -> Path:
+        """A private temp folder (created, mode 0700) for one attempt at a job: ``jobs/<job id>/<attempt>``. Each
+        claim uses its own ``attempt`` name, so a worker whose lease expired never touches the folder of the worker
+        that took the job over. Remove it with ``remove_job_dir`` when the attempt ends."""
+        parent = self.jobs_dir / str(int(job_id))
+        path = parent / _folder_name(attempt)
+        for _ in range(3):  # another attempt may remove the (then empty) parent between the two mkdirs
+            parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            try:
+                path.mkdir(exist_ok=True, mode=0o700)
+                return path
+            except FileNotFoundError:
+                continue
+        raise FileNotFoundError(path)
 
-    def remove_job_dir(self, job_id: int) -> None:
-        shutil.rmtree(self.jobs_dir / str(int(job_id)), ignore_errors=True)
+    def remove_job_dir(self, job_id: int, attempt: str) -> None:
+        """Remove one attempt's folder, and the job's folder once no other attempt uses it."""
+        parent = self.jobs_dir / str(int(job_id))
+        shutil.rmtree(parent / _folder_name(attempt), ignore_errors=True)
+        with contextlib.suppress(OSError):
+            parent.rmdir()  # only when empty: a later attempt may be working there
+
+    async def sweep_job_dir(self, job_id: int) -> None:
+        """Once the job is over (or erased), remove its whole folder: attempts of workers that died included."""
+        rows = await self.db.all(Q.JOB_STATUS_AMONG, (json.dumps([int(job_id)]),))
+        status = JobStatus(rows[0][1]) if rows else None
+        if status is None or status.is_final:
+            shutil.rmtree(self.jobs_dir / str(int(job_id)), ignore_errors=True)
 
     # ---------------------------------------------------------------- jobs: the bot's side
     async def enqueue(
@@ -739,13 +793,7 @@ class Storage:
         body = dict(payload or {})
         json.dumps(body)  # fail here, not inside the transaction, if the payload is not JSON
         if enforce_quota and input is not None:
-            # Refuse before encrypting a large clip for nothing (checked again, atomically, below).
-            async with self.db.read() as tx:
-                row = await tx.one(Q.GET_GUILD, (guild_id,))
-                guild = GuildSettings.from_json(None if row is None else row["settings"])
-                await queue.check_quotas(
-                    tx, guild_id, owner_id, queue.effective_limits(self._queue_limits, guild), self.clock()
-                )
+            await self.check_quota(guild_id, owner_id)  # before encrypting a large clip for nothing
         async with self._staging(input) as (staged,):
             now = self.clock()
             async with self.db.write() as tx:
@@ -910,6 +958,19 @@ class Storage:
             raise _no_job(job_id)
         return JobPost.from_row(row)
 
+    async def job_update(self, job_id: int) -> JobUpdate | None:
+        """One job with its post and result (None when the job or its post is gone)."""
+        async with self.db.read() as tx:
+            found = await self._updates(tx, [job_id])
+        return found[0] if found else None
+
+    async def _updates(self, tx: Tx, ids: list[int]) -> list[JobUpdate]:
+        wanted = json.dumps(ids)
+        jobs = {row["id"]: Job.from_row(row) for row in await tx.all(Q.GET_JOBS, (wanted,))}
+        posts = {row["job_id"]: JobPost.from_row(row) for row in await tx.all(Q.GET_POSTS, (wanted,))}
+        results = {row["job_id"]: Result.from_row(row) for row in await tx.all(Q.GET_RESULTS, (wanted,))}
+        return [JobUpdate(jobs[i], posts[i], results.get(i)) for i in ids if i in jobs and i in posts]
+
     async def pending_updates(self, after_seq: int = 0, *, limit: int = 50) -> list[JobUpdate]:
         """Jobs with a post whose status/progress changed since last shown (``posted_seq < update_seq``), oldest
         change first, with their result when finished. After a restart call it with ``after_seq=0``; while running,
@@ -918,11 +979,17 @@ class Storage:
             ids = [row[0] for row in await tx.all(Q.PENDING_UPDATES, {"after": after_seq, "limit": limit})]
             if not ids:
                 return []
-            wanted = json.dumps(ids)
-            jobs = {row["id"]: Job.from_row(row) for row in await tx.all(Q.GET_JOBS, (wanted,))}
-            posts = {row["job_id"]: JobPost.from_row(row) for row in await tx.all(Q.GET_POSTS, (wanted,))}
-            results = {row["job_id"]: Result.from_row(row) for row in await tx.all(Q.GET_RESULTS, (wanted,))}
-        return [JobUpdate(jobs[i], posts[i], results.get(i)) for i in ids]
+            return await self._updates(tx, ids)
+
+    async def check_quota(self, guild_id: int, owner_id: int) -> None:
+        """``QuotaExceeded`` if one more job of ``owner_id`` would break a limit now (``enqueue`` checks again,
+        atomically): lets callers refuse before storing anything."""
+        async with self.db.read() as tx:
+            row = await tx.one(Q.GET_GUILD, (guild_id,))
+            guild = GuildSettings.from_json(None if row is None else row["settings"])
+            await queue.check_quotas(
+                tx, guild_id, owner_id, queue.effective_limits(self._queue_limits, guild), self.clock()
+            )
 
     # ---------------------------------------------------------------- jobs: the worker's side
     async def claim(
@@ -1041,8 +1108,10 @@ class Storage:
         video: Source | None = None,
         comparison: Source | None = None,
         report: Mapping[str, Any] | None = None,
+        expires_in: float | None = None,
     ) -> Job:
-        """Finish the job successfully; its result (if any files or report) expires after ``result_days``."""
+        """Finish the job successfully; its result (if any files or report) expires after ``result_days``, or after
+        ``expires_in`` seconds when that is sooner (a "which face?" question keeps the raw clip only that long)."""
         async with (
             self._staging(video, comparison) as (staged_video, staged_cmp),
             self._held(job_id, worker_id) as tx,
@@ -1070,7 +1139,7 @@ class Storage:
                         "report": json.dumps(dict(report or {})),
                         "visibility": guild.result_visibility.value,
                         "now": now,
-                        "expires": now + self.limits.result_days * DAY,
+                        "expires": now + min(self.limits.result_days * DAY, expires_in or float("inf")),
                     },
                 )
             marked = await queue.finish(tx, job.id, JobStatus.SUCCEEDED, now)
@@ -1178,6 +1247,14 @@ class Storage:
             report = await self.forget_guild(guild_id)
             log.info("erased guild %s after its grace period: %s", guild_id, report)
         return due
+
+    async def discard_result(self, guild_id: int, job_id: int, user_id: int) -> None:
+        """Delete a job's result now (rows and files), e.g. the clip a "which face?" question kept, once answered.
+        Only its owner may; ``NotFound`` when there is none."""
+        result = await self.get_result(guild_id, job_id, user_id)
+        if user_id != result.owner_id:
+            raise NotAllowed(f"Only {_mention(result.owner_id)} can delete the result of job #{job_id}.")
+        await forget.discard_results(self.db, self.files, [job_id], self.clock())
 
     async def expire_results(self) -> int:
         """Delete results (rows and files) past ``expires_at``; returns how many."""

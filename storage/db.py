@@ -13,7 +13,9 @@ test proves both paths give the same schema.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -167,13 +169,24 @@ class Database:
         await self._conn.close()
 
 
+def _private_file(path: Path) -> None:
+    """Create the database file 0600 before SQLite does (its -wal and -shm files copy the mode), or make an existing
+    one 0600: it holds names, Discord ids, consent records and interaction tokens."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(OSError):
+            os.chmod(f"{path}{suffix}", 0o600)
+
+
 async def _connect(path: Path, busy_timeout_ms: int, synchronous: str) -> aiosqlite.Connection:
     if sqlite3.sqlite_version_info < MIN_SQLITE:
         raise DatabaseError(
             f"SQLite {sqlite3.sqlite_version} is too old for famswap (3.35 or newer is needed).",
             hint="Use a Python build with a newer SQLite (the official Docker image has one).",
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _private_file(path)
     conn = await aiosqlite.connect(path, isolation_level=None)
     try:
         conn.row_factory = sqlite3.Row

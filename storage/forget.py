@@ -136,6 +136,19 @@ async def forget_guild(db: Database, store: FileStore, guild_id: int, now: float
     return await _commit_erase(db, store, work, now)
 
 
+async def discard_results(db: Database, store: FileStore, job_ids: list[int], now: float) -> int:
+    """Delete these jobs' results (rows and files) now; returns how many there were."""
+    out = Erased()
+    async with db.write() as tx:
+        ids = _ids(job_ids)
+        for row in await tx.all(Q.RESULT_FILES, (ids,)):
+            out.files += [row[0], row[1]]
+        out.results = await tx.run(Q.DELETE_RESULTS, (ids,))
+        marked = await release(tx, out.files, now)
+    await finish_deletions(db, store, marked)
+    return out.results
+
+
 async def expire_results(db: Database, store: FileStore, now: float, history_seconds: float) -> int:
     """Delete results past their expiry (rows and files), and finished jobs older than ``history_seconds`` that
     have no result left. Returns how many results expired."""
@@ -154,8 +167,8 @@ async def expire_results(db: Database, store: FileStore, now: float, history_sec
 
 
 def sweep_job_dirs(jobs_dir: Path, statuses: dict[int, JobStatus]) -> int:
-    """Remove temp folders of jobs that are over or gone. Folders of queued jobs stay: a re-queued job may resume
-    from what its last worker left there."""
+    """Remove temp folders (``jobs/<job id>/``, one subfolder per attempt) of jobs that are over or gone. Folders of
+    queued and running jobs stay: a worker may be working in one of their attempt folders."""
     removed = 0
     if not jobs_dir.is_dir():
         return 0

@@ -48,6 +48,7 @@ RETURNING *
 GET_GUILD = "SELECT * FROM guilds WHERE id = ?"
 SET_GUILD_SETTINGS = "UPDATE guilds SET settings = ? WHERE id = ?"
 SET_GUILD_DELETION = "UPDATE guilds SET deletion_due_at = ? WHERE id = ? RETURNING *"
+GUILD_IDS = "SELECT id, deletion_due_at IS NOT NULL AS scheduled FROM guilds ORDER BY id"
 DUE_GUILDS = "SELECT id FROM guilds WHERE deletion_due_at IS NOT NULL AND deletion_due_at <= ? ORDER BY id"
 DELETE_GUILD = "DELETE FROM guilds WHERE id = ?"
 
@@ -189,6 +190,11 @@ COUNT_LIVE_JOBS_OF_GUILD = "SELECT count(*) FROM jobs WHERE guild_id = ? AND sta
 DAILY_JOBS_OF_USER = """
 SELECT count(*) AS n, min(created_at) AS oldest FROM jobs
 WHERE owner_id = ? AND guild_id = ? AND created_at > ? AND NOT (status = 'cancelled' AND started_at IS NULL)
+"""
+COUNT_LIVE_JOBS = "SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')"
+DAILY_JOBS = """
+SELECT count(*) AS n, min(created_at) AS oldest FROM jobs
+WHERE created_at > ? AND NOT (status = 'cancelled' AND started_at IS NULL)
 """
 DAILY_JOBS_OF_GUILD = """
 SELECT count(*) AS n, min(created_at) AS oldest FROM jobs

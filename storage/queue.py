@@ -38,15 +38,25 @@ class QueueLimits:
     max_queued_per_guild: int
     daily_jobs_per_user: int
     daily_jobs_per_guild: int | None
+    max_queued_total: int | None = None  # host-wide, every guild together
+    daily_jobs_total: int | None = None
+
+
+def _lower(host: int | None, guild: int | None) -> int | None:
+    if guild is None:
+        return host
+    return guild if host is None else min(host, guild)
 
 
 def effective_limits(host: QueueLimits, guild: GuildSettings) -> QueueLimits:
-    """A guild's own quotas, where set, replace the host's defaults."""
+    """The host's limits are ceilings: a guild's own quotas, where set, can only lower them."""
     return QueueLimits(
-        max_queued_per_user=guild.max_queued_per_user or host.max_queued_per_user,
-        max_queued_per_guild=guild.max_queued_per_guild or host.max_queued_per_guild,
-        daily_jobs_per_user=guild.daily_jobs_per_user or host.daily_jobs_per_user,
-        daily_jobs_per_guild=guild.daily_jobs_per_guild or host.daily_jobs_per_guild,
+        max_queued_per_user=min(host.max_queued_per_user, guild.max_queued_per_user or host.max_queued_per_user),
+        max_queued_per_guild=min(host.max_queued_per_guild, guild.max_queued_per_guild or host.max_queued_per_guild),
+        daily_jobs_per_user=min(host.daily_jobs_per_user, guild.daily_jobs_per_user or host.daily_jobs_per_user),
+        daily_jobs_per_guild=_lower(host.daily_jobs_per_guild, guild.daily_jobs_per_guild or None),
+        max_queued_total=host.max_queued_total,
+        daily_jobs_total=host.daily_jobs_total,
     )
 
 
@@ -89,6 +99,22 @@ async def check_quotas(tx: Tx, guild_id: int, owner_id: int, limits: QueueLimits
             row["oldest"] + DAY,
             now,
         )
+    if limits.max_queued_total is not None:
+        total = await tx.scalar(Q.COUNT_LIVE_JOBS)
+        if total >= limits.max_queued_total:
+            raise QuotaExceeded(
+                f"famswap is busy: {total} jobs are waiting or running (this host's limit is "
+                f"{limits.max_queued_total}).",
+                hint="Try again in a few minutes, when some of them have finished.",
+            )
+    if limits.daily_jobs_total is not None:
+        row = await tx.one(Q.DAILY_JOBS, (now - DAY,))
+        if row["n"] >= limits.daily_jobs_total:
+            raise _quota_error(
+                f"famswap has made {row['n']} jobs in the last 24 hours, this host's limit.",
+                row["oldest"] + DAY,
+                now,
+            )
     if limits.daily_jobs_per_guild:
         row = await tx.one(Q.DAILY_JOBS_OF_GUILD, (guild_id, now - DAY))
         if row["n"] >= limits.daily_jobs_per_guild:

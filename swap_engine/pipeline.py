@@ -14,13 +14,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from famswap.errors import NoFaceFound
+from famswap.errors import MediaTooLarge, NoFaceFound
 from swap_engine import align, video
 from swap_engine.pose_fade import PoseRange
 from swap_engine.track import ClipScan, Track, contact_sheet, save_image, scan_clip, track_thumbnail
@@ -74,12 +74,16 @@ def scan_video(
     landmarker: Path,
     *,
     max_faces: int = 6,
+    max_frames: int | None = None,
     on_progress: StageProgress | None = None,
 ) -> ClipScan:
-    """Detect faces in every frame (VIDEO mode, so MediaPipe tracks between frames) and link them into tracks."""
+    """Detect faces in every frame (VIDEO mode, so MediaPipe tracks between frames) and link them into tracks.
+
+    ``max_frames``: refuse a longer clip (``MediaTooLarge``) at probe time, and stop reading at the cap should the
+    decoder find more frames than the probe counted."""
     from swap_engine.landmarks import LandmarkDetector
 
-    info = video.probe(clip)
+    info = video.probe(clip, max_frames=max_frames)
     fps = float(info.fps) or 30.0
     total = max(info.frame_count, 1)
 
@@ -88,13 +92,23 @@ def scan_video(
             on_progress(i + 1, total, "finding faces")
 
     with LandmarkDetector(landmarker, max_faces=max_faces, video=True) as detector:
-        scan = scan_clip(video.read_frames(clip), detector.detect, fps, on_frame=tick)
+        frames = video.read_frames(clip, info=info, max_frames=None if max_frames is None else max_frames + 1)
+        scan = scan_clip(_capped(frames, max_frames, clip.name), detector.detect, fps, on_frame=tick)
     if not scan.tracks:
         raise NoFaceFound(
             f"No face was found in {clip.name}.",
             hint="Try a clip where a face is clearly visible and not too small.",
         )
     return scan
+
+
+def _capped(frames: Iterator[np.ndarray], cap: int | None, name: str) -> Iterator[np.ndarray]:
+    """``frames``, refusing (``MediaTooLarge``) the one past ``cap``: the decoder has the last word on the count."""
+    for index, frame in enumerate(frames):
+        if cap is not None and index >= cap:
+            raise MediaTooLarge(f"{name} has more than {cap:,} frames.",
+                                hint="Trim the clip or export it at 30 or 60 fps, then send it again.")
+        yield frame
 
 
 def save_scan(scan: ClipScan, path: Path) -> Path:

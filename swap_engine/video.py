@@ -10,7 +10,8 @@ Contract (arrays follow docs/ARCHITECTURE.md: frames are ``(H, W, 3)`` ``uint8``
   of 720p) and sets ``frame_count_exact``. Refuses with ``UnsupportedMedia`` (message naming the file): a missing,
   empty, text, corrupt or truncated file, a still image, a file without a video stream, and any container outside
   ``ALLOWED_FORMATS`` (so playlists such as HLS, which make ffmpeg open other files, never get decoded). Limits:
-  ``MediaTooLarge``.
+  ``MediaTooLarge``; ``max_fps`` and ``max_frames`` (``probe(..., max_fps=None, max_frames=None)``) are checked
+  before anything is decoded, ``max_frames`` against the counted packets (a header's durations can be edited).
 - ``read_frames(path, *, start=0.0, max_frames=None, size=None, fps=None) -> Iterator[np.ndarray]``: probes eagerly
   (errors raise at the call), then streams writable frames from one ``ffmpeg`` pipe started at the first ``next()``.
   ``start`` is in seconds from the beginning of the file. ``size=(w, h)`` scales to exactly that size.
@@ -189,9 +190,13 @@ def probe(
     max_seconds: float | None = None,
     max_pixels: int | None = None,
     count_frames: bool = False,
+    max_fps: float | None = None,
+    max_frames: int | None = None,
     tools: FFmpegTools | None = None,
 ) -> VideoInfo:
-    """Describe the video at ``path``; ``UnsupportedMedia`` if it is not a readable video, ``MediaTooLarge`` over limits."""
+    """Describe the video at ``path``; ``UnsupportedMedia`` if it is not a readable video, ``MediaTooLarge`` over limits.
+
+    ``max_frames`` counts the packets (no decoding) unless the container's own count is exact."""
     path = Path(path)
     tools = tools or find_ffmpeg()
     container = _probe_container(path, tools)
@@ -210,9 +215,20 @@ def probe(
             f"{path.name} is {info.duration:.1f} s long; the limit is {max_seconds:g} s.",
             hint="Trim the clip to the part you want and send that.",
         )
+    if max_fps is not None and float(info.fps) > max_fps:
+        raise MediaTooLarge(
+            f"{path.name} runs at {float(info.fps):g} frames per second; the limit is {max_fps:g}.",
+            hint="Export it at a normal frame rate (30 or 60 fps) and send that.",
+        )
+    count_frames = count_frames or max_frames is not None  # never trust a header's durations for a cap
     if count_frames and not info.frame_count_exact:
         counted = _count_frames(path, tools)
         info = replace(info, frame_count=counted, frame_count_exact=True)
+    if max_frames is not None and info.frame_count > max_frames:
+        raise MediaTooLarge(
+            f"{path.name} has {info.frame_count:,} frames; the limit is {max_frames:,}.",
+            hint="Trim the clip or export it at a normal frame rate (30 or 60 fps), then send it again.",
+        )
     if info.frame_count <= 0:
         raise UnsupportedMedia(f"{path.name} has no video frames.", hint="Send a clip that plays in a video player.")
     return info

@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import tarfile
@@ -34,7 +35,7 @@ import cv2
 import numpy as np
 
 from famswap.config import Settings
-from famswap.errors import FamswapError, JobCancelled, NoFaceFound, TrainingError
+from famswap.errors import FamswapError, JobCancelled, MediaError, NoFaceFound, TrainingError
 from storage import (
     BankConflict,
     Identity,
@@ -43,6 +44,7 @@ from storage import (
     JobKind,
     LeaseLost,
     Storage,
+    Upload,
     UploadKind,
     UploadStatus,
     open_storage,
@@ -115,6 +117,7 @@ class Outcome:
     video: Path | None = None
     comparison: Path | bytes | None = None
     report: dict[str, Any] = field(default_factory=dict)
+    expires_in: float | None = None  # seconds the result is kept, when less than FAMSWAP_RESULT_DAYS
 
 
 # -----------------------------------------------------------------------------
@@ -218,6 +221,15 @@ def bank_to_storage(ctx: JobContext, bank: Any, base_version: int, identities: d
 # job: prepare (build an identity's face set)
 
 
+def check_video(path: Path, settings: Settings) -> Any:
+    """A user's video against every cap (length, pixels, frame rate, frames), before any frame is decoded; returns
+    its ``VideoInfo``. ``MediaTooLarge`` / ``UnsupportedMedia`` with a message naming the file."""
+    from swap_engine.video import probe
+
+    return probe(path, max_seconds=settings.max_clip_seconds, max_pixels=settings.max_clip_pixels,
+                 max_fps=settings.max_clip_fps, max_frames=settings.max_clip_frames)
+
+
 def _thumbnail_grid(folder: Path, columns: int = 6, cell: int = 96, limit: int = 24) -> bytes:
     from swap_engine.faceset import load_faceset
 
@@ -232,6 +244,17 @@ def _thumbnail_grid(folder: Path, columns: int = 6, cell: int = 96, limit: int =
     ok, data = cv2.imencode(".jpg", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
     assert ok
     return data.tobytes()
+
+
+def _safe_suffix(filename: str) -> str:
+    """The file's extension when it is a plain short one (".jpg", ".mp4"), else none: decoders sniff the content."""
+    suffix = Path(filename).suffix.lower()
+    return suffix if re.fullmatch(r"\.[a-z0-9]{1,5}", suffix) else ""
+
+
+def _named(text: str, stored: str, shown: str) -> str:
+    """A message about a file, naming it as the user sent it rather than as this job stored it."""
+    return text.replace(stored, shown)
 
 
 def run_prepare(ctx: JobContext) -> Outcome:
@@ -254,14 +277,30 @@ def run_prepare(ctx: JobContext) -> Outcome:
                           hint="Send some with /enroll.")
     inputs_dir = ctx.folder / "inputs"
     inputs_dir.mkdir(exist_ok=True)
-    # Each upload keeps its own file name (in its own folder), so messages name what the user sent.
-    by_name: dict[str, Any] = {}
-    paths = []
+    # Each upload is decrypted under its id, never under the name the user gave it (names repeat, and can be
+    # anything: too long for the file system, or a path); messages still name what the user sent.
+    by_source: dict[str, Upload] = {}
+    paths: list[Path] = []
+    lines: list[str] = []
+    refused: list[FamswapError] = []
     for u in uploads:
-        folder = inputs_dir / str(u.id)
-        folder.mkdir(exist_ok=True)
-        paths.append(ctx.call(store.decrypt_to(u.blob, folder / Path(u.filename).name)))
-        by_name.setdefault(Path(u.filename).name, u)
+        path = ctx.call(store.decrypt_to(u.blob, inputs_dir / f"{u.id}{_safe_suffix(u.filename)}"))
+        if u.kind is UploadKind.VIDEO:
+            try:  # every cap before any frame is decoded: a 4096x4096 or 1000 fps video is refused in seconds
+                check_video(path, ctx.settings)
+            except MediaError as exc:
+                reason = _named(exc.message, path.name, u.filename)
+                refused.append(type(exc)(reason, hint=exc.hint))
+                ctx.call(store.record_upload_outcome(u.id, UploadStatus.REJECTED, reason=refused[-1].user_text()))
+                lines.append(f"{u.filename}: rejected — {refused[-1].user_text()}")
+                path.unlink(missing_ok=True)
+                continue
+        paths.append(path)
+        by_source[path.name] = u
+    if not paths:
+        keep = IdentityStatus.READY if identity.faceset is not None else IdentityStatus.EMPTY
+        ctx.call(store.set_identity_status(guild, identity_id, keep))
+        raise refused[0]
     ctx.progress("faces", 0, f"looking for {identity.display_name}'s face in {len(paths)} file(s)")
     out = ctx.folder / "faceset"
     s = ctx.settings
@@ -273,27 +312,26 @@ def run_prepare(ctx: JobContext) -> Outcome:
             max_image_pixels=s.max_image_pixels,
             hair_model=hair_segmenter_path(s.models_path),
             max_video_seconds=s.max_clip_seconds,
+            max_video_pixels=s.max_clip_pixels,
             on_progress=lambda fraction, message: ctx.progress("faces", fraction * 100, message),
         )
     except NoFaceFound as exc:
-        for u in uploads:
+        for u in by_source.values():
             if u.status == UploadStatus.PENDING:
                 ctx.call(store.record_upload_outcome(u.id, UploadStatus.REJECTED, reason=exc.message))
         keep = IdentityStatus.READY if identity.faceset is not None else IdentityStatus.EMPTY
         ctx.call(store.set_identity_status(guild, identity_id, keep))
         raise
-    lines = []
-    for name, u in by_name.items():
-        kept = sum(1 for r in report.kept if r.source == name)
-        problems = [r for r in report.rejected if r.source == name and r.frame is None]
-        shown = name
+    for source, u in by_source.items():
+        kept = sum(1 for r in report.kept if r.source == source)
+        problems = [r for r in report.rejected if r.source == source and r.frame is None]
         if kept:
             ctx.call(store.record_upload_outcome(u.id, UploadStatus.ACCEPTED, faces_found=kept))
-            lines.append(f"{shown}: {kept} face{'s' if kept != 1 else ''} kept")
+            lines.append(f"{u.filename}: {kept} face{'s' if kept != 1 else ''} kept")
         else:
-            reason = problems[0].detail if problems else "no usable face"
+            reason = _named(problems[0].detail, source, u.filename) if problems else "no usable face"
             ctx.call(store.record_upload_outcome(u.id, UploadStatus.REJECTED, reason=reason))
-            lines.append(f"{shown}: rejected — {reason}")
+            lines.append(f"{u.filename}: rejected — {reason}")
     summary = report.summary()
     total = len(report.kept)
     if earlier is not None:
@@ -480,6 +518,16 @@ def run_swap(ctx: JobContext) -> Outcome:
     """scan → (choose) → actor → train → convert, resuming after the last finished stage."""
     if ctx.job.payload.get("refit_of"):
         return run_refit(ctx)
+    shown = str(ctx.job.payload.get("filename") or ctx.job.payload.get("clip_name") or "clip.mp4")
+    stored = f"clip{_safe_suffix(shown) or '.mp4'}"
+    try:
+        return _run_swap(ctx, stored)
+    except FamswapError as exc:  # messages name the clip as the user sent it
+        exc.message = _named(exc.message, stored, shown)
+        raise
+
+
+def _run_swap(ctx: JobContext, stored: str) -> Outcome:
     from swap_engine.convert import ConvertOptions, convert_clip
     from swap_engine.model import load_bank
 
@@ -491,15 +539,11 @@ def run_swap(ctx: JobContext) -> Outcome:
     state = _restore_state(ctx)
     if state.get("stage"):
         log.info("job %d: resuming after stage %s (step %s)", job.id, state["stage"], state.get("train_step", 0))
-    # The clip keeps the name the user sent (the bot's key is clip_name), so messages name their file; in its own
-    # folder, so no name can overwrite the job's other files.
-    name = Path(str(payload.get("filename") or payload.get("clip_name") or "clip.mp4")).name
-    name = name if name not in ("", ".", "..") else "clip.mp4"
+    # The clip is stored under a fixed name: a user's file name can be anything (too long for the file system, a
+    # path). ``run_swap`` puts the user's name back into messages.
     (ctx.folder / "input").mkdir(exist_ok=True)
-    clip = ctx.call(ctx.store.decrypt_to(job.input, ctx.folder / "input" / name))
-    from swap_engine.video import probe
-
-    info = probe(clip, max_seconds=ctx.settings.max_clip_seconds, max_pixels=ctx.settings.max_clip_pixels)
+    clip = ctx.call(ctx.store.decrypt_to(job.input, ctx.folder / "input" / stored))
+    info = check_video(clip, ctx.settings)
 
     scan_path = ctx.folder / "scan.npz"
     if not scan_path.is_file():
@@ -507,7 +551,7 @@ def run_swap(ctx: JobContext) -> Outcome:
 
         ctx.progress("scan", 0, "finding faces in the clip")
         scan = pipeline.scan_video(
-            clip, landmarker_path(ctx.settings.models_path),
+            clip, landmarker_path(ctx.settings.models_path), max_frames=ctx.settings.max_clip_frames,
             on_progress=lambda d, t, m: ctx.progress("scan", 15 * d / t, m),
         )  # fmt: skip
         pipeline.save_scan(scan, scan_path)
@@ -523,8 +567,9 @@ def run_swap(ctx: JobContext) -> Outcome:
             # Numbered from 1, like the bot's "Face N" buttons and /swap face:N.
             sheet = pipeline.write_contact_sheet(clip, scan, ctx.folder / "tracks.jpg", first_number=1)
             # The bot's protocol: the clip is kept as the video (the job's input is released when it ends), so the
-            # follow-up swap with the chosen face can be queued from it.
-            return Outcome(video=clip, comparison=sheet, report={
+            # follow-up swap with the chosen face can be queued from it; only until the question expires (the bot
+            # deletes it as soon as a face is chosen).
+            return Outcome(video=clip, comparison=sheet, expires_in=ctx.store.limits.choice_seconds, report={
                 "kind": "swap", "needs_choice": True, "tracks": len(scan.tracks), "faces": len(scan.tracks),
                 "message": f"I found {len(scan.tracks)} faces in this clip. Which one should become "
                            f"{identity.display_name}? Pick a number.",
@@ -650,7 +695,11 @@ class Worker:
 
     async def run_job(self, store: Storage, job: Job) -> None:
         loop = asyncio.get_running_loop()
-        ctx = JobContext(store, job, self.worker_id, store.job_dir(job.id), loop, self.device, self.settings)
+        # One folder per attempt: should this worker's lease expire, the worker that takes the job over works in
+        # a folder of its own, which this one's clean-up never touches.
+        attempt = f"{job.attempts}-{uuid.uuid4().hex[:8]}"
+        folder = store.job_dir(job.id, attempt)
+        ctx = JobContext(store, job, self.worker_id, folder, loop, self.device, self.settings)
         ctx.shutting_down = self.stopping
         log.info("job %d (%s) started on %s, attempt %d", job.id, job.kind.value, self.device, job.attempts)
         beat = asyncio.create_task(self._heartbeat(ctx))
@@ -660,7 +709,7 @@ class Worker:
             if ctx.cancelled.is_set():  # only a cancel stops a finished job: a shutdown now would waste all its work
                 raise JobCancelled("The job was cancelled.")
             await store.complete(job.id, self.worker_id, video=outcome.video, comparison=outcome.comparison,
-                                 report=outcome.report)
+                                 report=outcome.report, expires_in=outcome.expires_in)
             log.info("job %d finished in %.0f s", job.id, time.monotonic() - started)
             self.jobs_done += 1
         except JobCancelled as exc:
@@ -684,7 +733,8 @@ class Worker:
             ))  # fmt: skip
         finally:
             beat.cancel()
-            store.remove_job_dir(job.id)
+            store.remove_job_dir(job.id, attempt)
+            await _quietly(store.sweep_job_dir(job.id))  # a finished job's folders of dead attempts go too
             _free_device(self.device)
 
     async def _heartbeat(self, ctx: JobContext) -> None:

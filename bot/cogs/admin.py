@@ -138,6 +138,9 @@ class Admin(commands.Cog):
 
     @commands.Cog.listener()
     async def on_guild_join(self, guild: discord.Guild) -> None:
+        if not self.bot.guild_allowed(guild.id):
+            await self.bot.leave_unserved(guild)
+            return
         try:
             await self.bot.store.cancel_guild_deletion(guild.id)
         except NotFound:

@@ -2,7 +2,9 @@
 
 Attachments are downloaded and checked right away (slash-command uploads are ephemeral and their links expire) and
 nothing is stored until every file passed. Enrolling someone else asks the enroller to confirm they have that
-person's permission; without the click nothing is stored at all.
+person's permission; without the click nothing is stored at all. Photos from another member's message are always
+an on-behalf enrollment with that member as the subject, and the member is told (DM, else a note in the channel)
+how to remove it.
 """
 
 from __future__ import annotations
@@ -83,9 +85,11 @@ class Enroll(commands.Cog):
         if not message.attachments:
             raise UnsupportedMedia("That message has no photos or videos.", hint="Pick a message with photos attached.")
         attachments = list(message.attachments)
+        # Someone else's message shows (most likely) its author: enrolling it is on their behalf, never "me".
+        author = message.author if message.author.id != interaction.user.id else None
 
         async def submitted(modal_interaction: discord.Interaction, name: str | None) -> None:
-            await self.run_enroll(modal_interaction, attachments, name=name, member=None)  # type: ignore[arg-type]
+            await self.run_enroll(modal_interaction, attachments, name=name, member=author)  # type: ignore[arg-type]
 
         await interaction.response.send_modal(WhoseFace(submitted))
 
@@ -95,9 +99,12 @@ class Enroll(commands.Cog):
         attachments: list[discord.Attachment],
         *,
         name: str | None,
-        member: discord.Member | None,
+        member: discord.Member | discord.User | None,
     ) -> None:
-        """The enroll flow shared by the slash command and the message menu. Answers ephemerally throughout."""
+        """The enroll flow shared by the slash command and the message menu. Answers ephemerally throughout.
+
+        ``member`` is the person the face belongs to when they have an account here (the subject, who may claim or
+        forget the identity); when it is not the user, the enrollment is on their behalf and they are told."""
         await interaction.response.defer(ephemeral=True, thinking=True)
         if not attachments:
             raise UnsupportedMedia(
@@ -107,7 +114,8 @@ class Enroll(commands.Cog):
         settings = self.bot.settings
         media = [
             await download(
-                self.bot.downloads, a, max_bytes=settings.max_upload_bytes, max_clip_seconds=settings.max_clip_seconds
+                self.bot.downloads, a, max_bytes=settings.max_upload_bytes, max_clip_seconds=settings.max_clip_seconds,
+                max_clip_fps=settings.max_clip_fps, max_clip_frames=settings.max_clip_frames,
             )
             for a in attachments
         ]
@@ -116,6 +124,8 @@ class Enroll(commands.Cog):
 
         user = interaction.user
         assert interaction.guild_id is not None
+        # Refuse before anything is stored (enqueue checks again, atomically, once the files are in).
+        await self.bot.store.check_quota(interaction.guild_id, user.id)
         on_behalf = name is not None or (member is not None and member.id != user.id)
         display = (name or (member.display_name if member else None) or user.display_name).strip()[:40]
         identity = await self._existing(interaction.guild_id, user.id, display if on_behalf else None)
@@ -139,6 +149,32 @@ class Enroll(commands.Cog):
             if created:  # leave nothing half-made behind: an identity without its photos is useless
                 await self.bot.store.forget_identity(interaction.guild_id, identity.id, user.id)
             raise
+        if created and member is not None and member.id != user.id:
+            await self._tell_subject(interaction, identity, member)
+
+    async def _tell_subject(
+        self, interaction: discord.Interaction[FamswapBot], identity: Identity, member: discord.abc.User
+    ) -> None:
+        """Tell the person whose face was enrolled by someone else: who did it and how to undo it."""
+        guild = interaction.guild.name if interaction.guild is not None else "this server"
+        how = (f"If that's not okay, use `/forget identity:{identity.display_name}` on that server to delete it "
+               "(or `/claim` to take it over and decide who may use it).")
+        text = (f"Hi! <@{identity.owner_id}> enrolled your face in famswap on **{guild}** as “{identity.display_name}”, "
+                f"confirming that you agreed. {how}")
+        try:
+            await member.send(text, allowed_mentions=discord.AllowedMentions.none())
+            return
+        except discord.HTTPException:
+            log.info("could not DM user %s about identity %s; telling them in the channel", member.id, identity.id)
+        if interaction.channel_id is None:
+            return
+        channel = self.bot.get_partial_messageable(interaction.channel_id, guild_id=interaction.guild_id)
+        note = (f"{member.mention}: <@{identity.owner_id}> enrolled your face as “{identity.display_name}”, "
+                f"saying you agreed. {how}")
+        try:
+            await channel.send(note, allowed_mentions=discord.AllowedMentions(users=[member], replied_user=False))
+        except discord.HTTPException:
+            log.warning("could not tell user %s that identity %s was enrolled", member.id, identity.id)
 
     async def _existing(self, guild_id: int, user_id: int, on_behalf_name: str | None) -> Identity | None:
         """The identity new photos add to: the user's own one, or their on-behalf one of that name."""
@@ -152,10 +188,11 @@ class Enroll(commands.Cog):
         return None
 
     async def _confirm_consent(
-        self, interaction: discord.Interaction[FamswapBot], display: str, member: discord.Member | None
+        self, interaction: discord.Interaction[FamswapBot], display: str, member: discord.Member | discord.User | None
     ) -> bool:
         view = Confirm(interaction.user.id, confirm_label=f"Yes, {display} agreed", timeout=CONSENT_TIMEOUT)
-        claim = f" {member.mention} will be able to claim or delete it." if member is not None else ""
+        claim = (f" {member.mention} will be told, and will be able to claim or delete it."
+                 if member is not None else "")
         text = (
             f"You're enrolling **{display}** on their behalf. A face is personal data: only go on if {display} "
             f"knows and agrees to appear in famswap clips on this server. I'll record that you confirmed.{claim}\n"

@@ -15,6 +15,7 @@ from bot.progress import ProgressPoller, announce_job, format_duration, job_titl
 from bot.results import filesize_limit
 from bot.uploads import Media, download
 from bot.views.pick_face import PickFace
+from bot.views.show_result import ShowResult
 from famswap.errors import NotAllowed, NotFound, UnsupportedMedia
 from storage import Identity, IdentityStatus, Job, JobKind, JobStatus, UploadKind
 
@@ -32,12 +33,12 @@ class Swap(commands.Cog):
 
     async def cog_load(self) -> None:
         self.bot.tree.add_command(self.menu)
-        self.bot.add_dynamic_items(PickFace)
+        self.bot.add_dynamic_items(PickFace, ShowResult)
         self.poller.start()
 
     async def cog_unload(self) -> None:
         await self.poller.stop()
-        self.bot.remove_dynamic_items(PickFace)
+        self.bot.remove_dynamic_items(PickFace, ShowResult)
         self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
 
     # ------------------------------------------------------------------------------------------ starting swaps
@@ -90,6 +91,8 @@ class Swap(commands.Cog):
             max_bytes=settings.max_upload_bytes,
             kinds=(UploadKind.VIDEO,),
             max_clip_seconds=settings.max_clip_seconds,
+            max_clip_fps=settings.max_clip_fps,
+            max_clip_frames=settings.max_clip_frames,
         )
 
     async def _own_identity(self, guild_id: int, user_id: int) -> Identity:
@@ -158,6 +161,10 @@ class Swap(commands.Cog):
             quality=job.payload.get("quality"),
             request_message_id=sheet.id if sheet else None,
         )
+        try:  # the new job holds its own copy of the clip: the question's copy goes now
+            await store.discard_result(interaction.guild_id, job.id, interaction.user.id)
+        except NotFound:
+            pass
         if sheet is not None:  # one choice per sheet: the buttons go (best effort: the job is already queued)
             try:
                 await sheet.edit(content=f"{sheet.content}\n→ Face {face} chosen.", view=None)

@@ -66,6 +66,7 @@ class FakeUser:
     id: int
     name: str
     bot: bool = False
+    dms_open: bool = True  # False: the user does not accept direct messages from the bot (50007)
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -362,6 +363,15 @@ class FakeInteraction:
         return "\n".join(m.text for m in self.replies)
 
 
+@dataclass(eq=False)
+class FakeDM:
+    """A direct message the bot sent to a user."""
+
+    user: FakeUser
+    text: str
+    files: dict[str, bytes]
+
+
 @dataclass
 class Recorded:
     method: str
@@ -404,6 +414,9 @@ class FakeDiscord:
         self.guilds: dict[int, FakeGuild] = {}
         self.channels: dict[int, FakeChannel] = {}
         self.messages: dict[int, FakeMessage] = {}
+        self.dm_channels: dict[int, FakeUser] = {}  # DM channel id → its recipient
+        self.dms: list[FakeDM] = []
+        self.left: list[int] = []  # guilds the bot left on its own
         self.interactions: dict[str, FakeInteraction] = {}  # by token
         self.commands: dict[int | None, list[dict[str, Any]]] = {}  # guild id (None: global) → registered commands
         self.cdn: dict[int, tuple[str, bytes, str]] = {}  # attachment id → (filename, bytes, content type)
@@ -929,7 +942,47 @@ class FakeDiscord:
             ("GET", "/channels/{cid}/messages/{mid}", self._channel_message),
             ("PATCH", "/channels/{cid}/messages/{mid}", self._channel_message),
             ("DELETE", "/channels/{cid}/messages/{mid}", self._channel_message),
+            ("POST", "/users/@me/channels", self._open_dm),
+            ("GET", "/users/{uid}", self._get_user),
+            ("DELETE", "/users/@me/guilds/{guild}", self._leave_guild),
         ]
+
+    async def _get_user(self, request: web.Request) -> web.Response:
+        user = self.users.get(int(request.match_info["uid"])) if request.match_info["uid"].isdigit() else None
+        return _json(user.payload()) if user is not None else _error(404, 10013, "Unknown User")
+
+    async def _open_dm(self, request: web.Request) -> web.Response:
+        user = self.users.get(int((request[REC].json or {}).get("recipient_id", 0)))
+        if user is None:
+            return _error(400, 50033, "Invalid Recipients")
+        cid = next((c for c, u in self.dm_channels.items() if u is user), None) or self.mint()
+        self.dm_channels[cid] = user
+        return _json({"id": str(cid), "type": 1, "last_message_id": None, "recipients": [user.payload()]})
+
+    async def _dm_post(self, cid: int, rec: Recorded) -> web.Response:
+        user = self.dm_channels[cid]
+        if not user.dms_open:
+            return _error(403, 50007, "Cannot send messages to this user")
+        payload = dict(rec.json or {})
+        names = {str(a.get("id")): a.get("filename") for a in payload.get("attachments") or []}
+        files = {names.get(f.removeprefix("files[").removesuffix("]")) or n: b for f, n, b in rec.files}
+        self.dms.append(FakeDM(user, payload.get("content") or "", files))
+        data = {"id": str(self.mint()), "channel_id": str(cid), "author": self.bot_user.payload(),
+                "content": payload.get("content") or "", "timestamp": _now_iso(), "edited_timestamp": None,
+                "tts": False, "mention_everyone": False, "mentions": [], "mention_roles": [], "attachments": [],
+                "embeds": [], "components": [], "pinned": False, "type": 0, "flags": 0}
+        return _json(data)
+
+    def dms_to(self, user: FakeUser) -> list[FakeDM]:
+        return [m for m in self.dms if m.user is user]
+
+    async def _leave_guild(self, request: web.Request) -> web.Response:
+        guild = self.guilds.pop(int(request.match_info["guild"]), None)
+        if guild is None:
+            return _error(404, 10004, "Unknown Guild")
+        self.left.append(guild.id)
+        await self.dispatch("GUILD_DELETE", {"id": str(guild.id)})
+        return web.Response(status=204)
 
     async def _me(self, request: web.Request) -> web.Response:
         return _json({**self.bot_user.payload(), "verified": True, "mfa_enabled": False, "flags": 0})
@@ -1079,6 +1132,8 @@ class FakeDiscord:
         return web.Response(status=204)
 
     async def _channel_post(self, request: web.Request) -> web.Response:
+        if int(request.match_info["cid"]) in self.dm_channels:
+            return await self._dm_post(int(request.match_info["cid"]), request[REC])
         channel = self._channel(request)
         if channel is None:
             return _error(404, 10003, "Unknown Channel")

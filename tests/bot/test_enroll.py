@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from storage import Storage, UploadStatus
-from tests.bot.conftest import BotRunner, Family, StandInWorker
+from storage import JobKind, Storage, UploadStatus
+from tests.bot.conftest import BotRunner, Family, StandInWorker, ready_identity
 from tests.bot.fake_discord import FakeDiscord, FakeUser
 
 
@@ -150,3 +150,61 @@ async def test_enroll_faces_from_a_posted_message(
     again = await fake.message_command("Enroll faces from this message", posted, user=family.bob)
     form = await fake.submit_modal(again)
     await fake.wait_for(lambda: "already have this file" in form.reply_text, what="the duplicate answer")
+
+
+async def test_enrolling_from_someone_elses_message_is_on_behalf_of_its_author(
+    fake: FakeDiscord, runner: BotRunner, family: Family, store: Storage, photos: Path
+) -> None:
+    posted = fake.post_user_message(
+        family.general, family.bob, "me at the beach",
+        attachments=[fake.upload("beach.jpg", (photos / "obama.jpg").read_bytes(), ephemeral=False)],
+    )
+    ia = await fake.message_command("Enroll faces from this message", posted, user=family.alice)
+    form = await fake.submit_modal(ia, **{"Whose face is it? (empty: mine)": ""})
+    await fake.wait_for(lambda: form.replies and form.replies[0].buttons, what="the consent question")
+    assert "on their behalf" in form.reply_text and "bob" in form.reply_text
+    await assert_nothing_stored(store, family, family.alice)
+
+    await fake.click(form.replies[0], user=family.alice, label="Yes, bob agreed")
+    await fake.wait_for(lambda: "Got 1 new file for **bob**" in form.reply_text, what="the enroll answer")
+    [identity] = await store.list_identities(family.guild.id, family.alice.id)
+    assert identity.owner_id == family.alice.id and identity.on_behalf
+    assert identity.subject_user_id == family.bob.id, "the author can claim and delete it"
+    assert identity.consent_confirmed_by == family.alice.id
+
+    # The author is told, with how to remove it, and can remove it.
+    [dm] = await fake.wait_for(lambda: fake.dms_to(family.bob), what="the DM to the author")
+    assert f"<@{family.alice.id}>" in dm.text and "/forget" in dm.text and "The Family" in dm.text
+    await store.forget_identity(family.guild.id, identity.id, family.bob.id)
+    assert await store.list_identities(family.guild.id, family.alice.id) == []
+
+
+async def test_the_author_with_closed_dms_is_told_in_the_channel(
+    fake: FakeDiscord, runner: BotRunner, family: Family, store: Storage, photos: Path
+) -> None:
+    family.bob.dms_open = False
+    posted = fake.post_user_message(
+        family.general, family.bob, "",
+        attachments=[fake.upload("beach.jpg", (photos / "obama.jpg").read_bytes(), ephemeral=False)],
+    )
+    ia = await fake.message_command("Enroll faces from this message", posted, user=family.alice)
+    form = await fake.submit_modal(ia, **{"Whose face is it? (empty: mine)": "Bobby"})
+    await fake.wait_for(lambda: form.replies and form.replies[0].buttons, what="the consent question")
+    await fake.click(form.replies[0], user=family.alice, label="Yes, Bobby agreed")
+    note = await fake.wait_message(family.general, lambda m: family.bob.id in m.mentions, what="the note to bob")
+    assert "/forget" in note.text and "Bobby" in note.text
+    [identity] = await store.list_identities(family.guild.id, family.alice.id)
+    assert identity.subject_user_id == family.bob.id and identity.display_name == "Bobby"
+
+
+async def test_enroll_over_quota_stores_nothing(
+    fake: FakeDiscord, runner: BotRunner, family: Family, store: Storage, photos: Path
+) -> None:
+    identity = await ready_identity(store, family.guild, family.bob)
+    for _ in range(store.limits.max_queued_per_user):  # bob's queue is full
+        await store.enqueue(family.guild.id, family.bob.id, JobKind.SWAP, {}, enforce_quota=False)
+    photo = fake.upload("new.jpg", (photos / "obama.jpg").read_bytes())
+    ia = await fake.slash("enroll", user=family.bob, channel=family.general, photo=photo)
+    await fake.wait_for(lambda: ia.replies, what="the refusal")
+    assert f"the limit is {store.limits.max_queued_per_user}" in ia.reply_text
+    assert await store.list_uploads(family.guild.id, identity.id) == [], "the photo was not stored"

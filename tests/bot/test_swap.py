@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from famswap.errors import NotFound
 from storage import JobKind, JobStatus, Storage
 from tests.bot.conftest import BotRunner, Family, StandInWorker, image_bytes, ready_identity
 from tests.bot.fake_discord import FakeDiscord, FakeInteraction, FakeMessage
@@ -92,6 +93,8 @@ async def test_rate_limited_edits_do_not_crash(
     identity = await ready_identity(store, family.guild, family.alice)
     _, status = await start_swap(fake, family, clip, identity.id)
     job = await worker.claim(JobKind.SWAP)
+    # The claim's own edit first: the injected 429 must meet the progress edit, not this one.
+    await fake.wait_for(lambda: "⚙️" in status.text, what="the running status")
 
     # A short 429: discord.py waits and retries the same edit.
     fake.rate_limit_next("PATCH", STATUS_EDIT, retry_after=0.2)
@@ -211,6 +214,8 @@ async def test_clip_with_several_faces_asks_which(
     await fake.wait_for(lambda: sheet.buttons == [] and "Face 2 chosen" in sheet.text, what="the buttons to go")
     chosen = await worker.claim(JobKind.SWAP)
     assert chosen.payload["face"] == 2 and await store.read_blob(chosen.input) == clip
+    with pytest.raises(NotFound):  # the question's copy of the raw clip is gone once a face is chosen
+        await store.get_result(family.guild.id, job.id, family.alice.id)
 
 
 async def test_swap_menu_on_a_posted_clip_replies_to_it(

@@ -57,6 +57,13 @@ def test_safe_filename() -> None:
     assert safe_filename("") == "file"
 
 
+def test_safe_filename_is_limited_in_bytes_and_keeps_the_extension() -> None:
+    long = "顔" * 96 + ".jpg"  # 100 characters, 292 bytes
+    short = safe_filename(long)
+    assert len(short.encode()) <= 100 and short.endswith(".jpg") and short.startswith("顔")
+    assert safe_filename("ü" * 200).encode().decode() == "ü" * 50  # whole characters only
+
+
 def _attachment(fake: FakeDiscord, name: str, data: bytes) -> discord.Attachment:
     # download() reads only the id, name, size and URL: no client state needed.
     return discord.Attachment(data=fake.upload(name, data).payload(), state=SimpleNamespace(http=None))  # type: ignore[arg-type]

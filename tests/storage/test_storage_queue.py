@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from storage_testkit import FakeClock
 
+from famswap.config import Settings
 from famswap.errors import NotAllowed, QuotaExceeded
-from storage import JobKind, JobStatus, LeaseLost, Storage
+from storage import JobKind, JobStatus, LeaseLost, Storage, open_storage
 
 
 async def _jobs(store: Storage, guild: int, owner: int, n: int, **kw) -> list[int]:
@@ -90,6 +92,38 @@ async def test_queued_limits_and_daily_quota_say_when_they_reset(store: Storage,
         await store.enqueue(1, owner, JobKind.SWAP)
     with pytest.raises(QuotaExceeded, match="This server already has 5"):
         await store.enqueue(1, 23, JobKind.SWAP)
+
+
+async def test_a_guild_can_lower_the_hosts_limits_but_never_raise_them(store: Storage) -> None:
+    host = store.limits.max_queued_per_user  # 3
+    await store.update_guild_settings(1, max_queued_per_user=host + 10, daily_jobs_per_user=1000)
+    for _ in range(host):
+        await store.enqueue(1, 10, JobKind.SWAP)
+    with pytest.raises(QuotaExceeded, match=f"the limit is {host}"):
+        await store.enqueue(1, 10, JobKind.SWAP)
+    await store.update_guild_settings(1, max_queued_per_user=1)  # lowering works
+    await store.enqueue(1, 20, JobKind.SWAP)
+    with pytest.raises(QuotaExceeded, match="the limit is 1"):
+        await store.enqueue(1, 20, JobKind.SWAP)
+
+
+async def test_host_wide_caps_count_every_guild(settings: Settings, tmp_path: Path) -> None:
+    capped = replace(settings, max_queued_total=4, daily_jobs_total=6)
+    async with open_storage(capped, synchronous="NORMAL") as store:
+        for guild in (1, 2, 3, 4):
+            await store.enqueue(guild, 10 + guild, JobKind.SWAP)
+        with pytest.raises(QuotaExceeded, match="famswap is busy: 4 jobs are waiting or running"):
+            await store.enqueue(5, 15, JobKind.SWAP)
+        with pytest.raises(QuotaExceeded):
+            await store.check_quota(5, 15)
+        for _ in range(4):
+            job = await store.claim("w")
+            await store.complete(job.id, "w")
+        await store.enqueue(5, 15, JobKind.SWAP)
+        await store.enqueue(6, 16, JobKind.SWAP)
+        with pytest.raises(QuotaExceeded, match="6 jobs in the last 24 hours, this host's limit") as err:
+            await store.enqueue(7, 17, JobKind.SWAP)
+        assert "resets at" in err.value.user_text()
 
 
 async def test_failure_retries_with_backoff_then_fails(store: Storage, clock: FakeClock) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,8 @@ async def test_a_clip_with_two_faces_asks_which_then_swaps_the_chosen_one(enroll
         assert asked.report["needs_choice"] is True and asked.report["faces"] == 2
         assert asked.comparison is not None and asked.video is not None
         assert await store.read_blob(asked.video) == enrolled.media.two_faces.read_bytes()
+        # The raw clip is kept only while the question is open, not for FAMSWAP_RESULT_DAYS.
+        assert asked.expires_at - asked.created_at <= timedelta(days=1)
 
         pick = await store.enqueue(
             GUILD, ALICE, JobKind.SWAP, {"train_seconds": 1, "clip_name": "two.mp4", "face": 2},
