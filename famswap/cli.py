@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--identity-from", nargs="+", type=Path, metavar="PATH", help="photos, folders or videos")
     swap.add_argument("--out", type=Path, required=True, help="where to write the finished MP4")
     swap.add_argument("--train-minutes", type=float, default=None, help="training budget (default: by device)")
+    swap.add_argument("--train-steps", type=int, default=None,
+                      help="train exactly this many steps instead of for a time (for comparisons that a busy CPU "
+                           "must not skew)")  # fmt: skip
     swap.add_argument("--track", type=int, default=None, help="which face of the clip to replace (see `tracks`)")
     swap.add_argument("--device", type=_device_arg, default=None, help="auto, cpu, cuda or cuda:N")
     swap.add_argument("--model", choices=("lite", "original", "hires"), default=None, help="model (default by device)")

@@ -135,8 +135,10 @@ def swap(settings: Settings, args: argparse.Namespace) -> int:
     model = args.model or (settings.model if settings.model != "auto" else pipeline.default_model(device))
     minutes = args.train_minutes if args.train_minutes is not None else settings.train_seconds(device) / 60.0
     pipeline.configure_torch(settings.torch_thread_count())
+    steps = getattr(args, "train_steps", None)
+    budget = f"{steps} steps" if steps else f"{minutes:g} min"
     _say(f"famswap     {clip.name}: {info.width}x{info.height}, {info.duration:.1f} s; model {model} on {device}, "
-         f"training {minutes:g} min")
+         f"training {budget}")
     with _work_folder(settings) as work:
         return _swap_in(settings, args, clip, work, device, model, minutes, started)
 
@@ -181,6 +183,7 @@ def _swap_in(settings: Settings, args: argparse.Namespace, clip: Path, work: Pat
         seconds=minutes * 60.0,
         seed=args.seed or 0,
         hair_model=_hair_model(settings),
+        steps=getattr(args, "train_steps", None),
     )
     budget = minutes * 60.0
     with StageBar("train") as bar:
@@ -189,7 +192,10 @@ def _swap_in(settings: Settings, args: argparse.Namespace, clip: Path, work: Pat
             loss = p.losses.get("total")  # type: ignore[attr-defined]
             extra = f"step {p.step}" + (f" loss {loss:.3f}" if loss is not None else "")  # type: ignore[attr-defined]
             extra += f" {p.samples_per_s:.0f} faces/s"  # type: ignore[attr-defined]
-            bar.update(min(p.elapsed_s, budget), budget, extra)  # type: ignore[attr-defined]
+            if plan.steps:
+                bar.update(min(p.step, plan.steps), plan.steps, extra)  # type: ignore[attr-defined]
+            else:
+                bar.update(min(p.elapsed_s, budget), budget, extra)  # type: ignore[attr-defined]
 
         result = pipeline.train_bank(plan, on_progress=on_train)
     _save_local_bank(settings, model, bank_path)

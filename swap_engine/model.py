@@ -94,9 +94,9 @@ _PRESETS: dict[str, ModelConfig] = {
     # The classic layout at a quarter of its width, with a mask, for CPUs. Measured on 2 cores (quality_train.py):
     # half width costs 3.5-4x more per step and learns no more per step early on, so it loses within 10 minutes;
     # an eighth of the width runs 2x faster and wins at 1 minute, ties at 10, but falls behind as training goes on
-    # (and a guild's bank keeps training across swaps), so a quarter it is. It reads 64 px faces and draws
-    # 128 px ones (out_scale 2, see docs/QUALITY.md): eyes and lips get twice the pixels for ~1.4x the step time.
-    "lite": ModelConfig(name="lite", size=64, width=0.25, learn_mask=True, out_scale=2),
+    # (and a guild's bank keeps training across swaps), so a quarter it is. Drawing 128 px faces (out_scale 2)
+    # makes a CPU step 1.8x slower (docs/QUALITY.md): in minutes of CPU training the face is not learnt yet, so not.
+    "lite": ModelConfig(name="lite", size=64, width=0.25, learn_mask=True),
 }
 
 

@@ -273,6 +273,7 @@ class TrainPlan:
     batch: int | None = None
     checkpoint_every_s: float = 60.0
     hair_model: Path | None = None  # for face sets stored before masks were (older sets get theirs on load)
+    steps: int | None = None  # train exactly this many steps, whatever the time (``seconds`` is then ignored)
 
 
 def open_bank(bank_path: Path, model: str, identities: list[str]) -> object:
@@ -309,7 +310,8 @@ def train_bank(
         crops, points, masks = load_faces(path, hair_model=plan.hair_model)
         data[identity] = make_trainset(crops, points, size, masks=masks)
     cfg_args: dict[str, object] = {
-        "budget_seconds": plan.seconds,
+        "budget_seconds": None if plan.steps else plan.seconds,
+        "max_steps": plan.steps,
         "device": plan.device,
         "seed": plan.seed,
         "checkpoint_every_s": plan.checkpoint_every_s,
