@@ -205,7 +205,7 @@ class FrameSwapper:
             start = time.perf_counter()
             swapped = self.sharpen(swapped)
             if self.opts.detail > 0:
-                swapped = self.add_detail(swapped, crops)
+                swapped = self.add_detail(swapped, crops, [p.points for p in faces])
             self.timer.add("blend", start)
             start = time.perf_counter()
             for n, p in enumerate(faces):
@@ -213,16 +213,20 @@ class FrameSwapper:
             self.timer.add("blend", start)
         return [p.frame for p in batch]
 
-    def add_detail(self, faces: np.ndarray, crops: np.ndarray) -> np.ndarray:
+    def add_detail(self, faces: np.ndarray, crops: np.ndarray, points: list[np.ndarray | None]) -> np.ndarray:
         """The decoder's faces ``(N, S, S, 3)`` plus ``opts.detail`` times the actor crops' detail finer than
-        ``opts.detail_sigma`` model pixels (crop minus its Gaussian blur): skin texture, lash lines and lip edges
-        that a decoder reading 64 px faces cannot draw, at the place the actor's expression puts them."""
+        ``opts.detail_sigma`` model pixels (crop minus its Gaussian blur) on the skin only: pores and stubble-free
+        texture that a decoder reading 64 px faces cannot draw. Eyes, brows, nose and lips, where a face's identity
+        lives, stay the decoder's (``skin_weight``)."""
         sigma = self.opts.detail_sigma * faces.shape[1] / self.model_size
         amount = np.float32(self.opts.detail)
         out = np.empty_like(faces)
         for n, (face, crop) in enumerate(zip(faces, crops, strict=True)):
             source = crop.astype(np.float32)
             fine = source - cv2.GaussianBlur(source, (0, 0), sigma)
+            pts = points[n]
+            if pts is not None:
+                fine *= skin_weight(pts, faces.shape[1])[..., None]
             out[n] = np.clip(face.astype(np.float32) + amount * fine + 0.5, 0, 255).astype(np.uint8)
         return out
 
@@ -270,6 +274,23 @@ class FrameSwapper:
         if p.weight < 1.0:
             mask = mask * np.float32(p.weight)
         return blend.composite(p.frame, face, p.matrix, mask, mode=self.opts.blend)
+
+
+def skin_weight(points: np.ndarray, size: int) -> np.ndarray:
+    """``(size, size)`` float32 in ``[0, 1]``: 0 over the eyes, brows, nose and lips (grown by 4 % of ``size`` and
+    softened), 1 elsewhere."""
+    from swap_engine.landmarks import LEFT_BROW, LEFT_EYE, LIPS_OUTER, RIGHT_BROW, RIGHT_EYE
+
+    features = np.zeros((size, size), np.uint8)
+    pts = np.asarray(points, np.float64)
+    nose = (168, 6, 197, 195, 5, 4, 1, 19, 94, 2, 98, 327, 64, 294, 129, 358)
+    for part in (RIGHT_EYE + RIGHT_BROW, LEFT_EYE + LEFT_BROW, nose, LIPS_OUTER):
+        hull = cv2.convexHull(np.round(pts[list(part)] * 16).astype(np.int32))
+        cv2.fillConvexPoly(features, hull, 1, lineType=cv2.LINE_8, shift=4)
+    radius = max(1, round(size * 0.04))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    grown = cv2.dilate(features, kernel).astype(np.float32)
+    return 1.0 - cv2.GaussianBlur(grown, (0, 0), radius / 2)
 
 
 def mouth_mask(points: np.ndarray, size: int) -> np.ndarray:
