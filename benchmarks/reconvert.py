@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-hair", action="store_true", help="landmark hull only, no hair segmenter")
     parser.add_argument("--no-pose-fade", action="store_true")
     parser.add_argument("--sharpen", type=float, default=1.0)
+    parser.add_argument("--color", default="reinhard", choices=("reinhard", "histogram", "none"))
     parser.add_argument("--crop-px", type=int, default=None)
     parser.add_argument("--detail", type=float, default=0.0)
     parser.add_argument("--detail-sigma", type=float, default=1.0)
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             device="cpu",
             max_bytes=None,
             sharpen=args.sharpen,
+            color=args.color,
             crop_px=args.crop_px,
             detail=args.detail,
             detail_sigma=args.detail_sigma,

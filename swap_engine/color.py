@@ -87,8 +87,10 @@ def lab_stats(lab: np.ndarray, weights: np.ndarray) -> LabStats:
     return LabStats(mean=mean, std=np.sqrt(np.maximum(var, 0.0)))
 
 
-def _reinhard_apply(lab_src: np.ndarray, s: LabStats, r: LabStats) -> np.ndarray:
-    gain = np.clip(r.std / np.maximum(s.std, _EPS), MIN_GAIN, MAX_GAIN)
+def _reinhard_apply(
+    lab_src: np.ndarray, s: LabStats, r: LabStats, max_gain: float = MAX_GAIN
+) -> np.ndarray:
+    gain = np.clip(r.std / np.maximum(s.std, _EPS), 1.0 / max_gain, max_gain)
     offset = r.mean - gain * s.mean
     # Per-channel gain and offset as one 3x4 affine colour transform (one pass, multi-threaded).
     affine = np.hstack([np.diag(gain), offset[:, None]])
@@ -165,13 +167,14 @@ class ColorStabilizer:
     its own statistics.
     """
 
-    def __init__(self, method: Method = "reinhard", momentum: float = 0.8) -> None:
+    def __init__(self, method: Method = "reinhard", momentum: float = 0.8, max_gain: float = MAX_GAIN) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown colour method {method!r}; use one of {', '.join(METHODS)}")
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         self.method: Method = method
         self.momentum = float(momentum)
+        self.max_gain = float(max_gain)  # Reinhard: the largest change of a channel's spread (and 1/it the least)
         self._src: LabStats | None = None
         self._ref: LabStats | None = None
         self._lut: np.ndarray | None = None
@@ -207,4 +210,4 @@ class ColorStabilizer:
                 self._ref = LabStats(self._ema(self._ref.mean, r.mean), self._ema(self._ref.std, r.std))
         if self._src is None or self._ref is None:
             return src.copy()
-        return _reinhard_apply(lab_src, self._src, self._ref)
+        return _reinhard_apply(lab_src, self._src, self._ref, self.max_gain)

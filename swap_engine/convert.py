@@ -43,6 +43,10 @@ SHARPEN_SIGMA_MODEL_PX = 1.5
 # hair stays put in crop space; this calms the segmenter's frame-to-frame shimmer at strand edges).
 HAIR_MEMORY = 0.5
 HAIR_CROP_PX = 256  # the side of the crop the hair segmenter looks at
+# Colour matching may change the spread of the decoder's lightness and colour by this factor at most: it is there to
+# fix the light and the tint. A briefly trained decoder draws a flatter face than the actor's, and letting the
+# transfer restore that contrast (up to 3x) turned soft eyes and lips into black holes (docs/QUALITY.md).
+COLOUR_MAX_GAIN = 1.25
 
 
 @dataclass(frozen=True)
@@ -134,7 +138,9 @@ class FrameSwapper:
         self.model_size: int = bank.cfg.size  # type: ignore[attr-defined]
         self.coverage = coverage
         self.points_filter = smooth.OneEuroFilter(vector_axis=-1)
-        self.colour = color.ColorStabilizer(method=opts.color) if opts.color != "none" else None
+        self.colour = (
+            color.ColorStabilizer(method=opts.color, max_gain=COLOUR_MAX_GAIN) if opts.color != "none" else None
+        )
         self.timer = _Timer()
         self._last_index = -10
         self.segmenter = None
@@ -265,7 +271,9 @@ class FrameSwapper:
         actor = self.actor_mask(p)  # feathered once, below
         mask = blend.combine_masks(actor, learned)
         if self.colour is not None:
-            face = self.colour.apply(face, p.crop, actor)
+            # Fitted on the skin alone: the eyes, brows and lips of a briefly trained decoder are soft and pale, and
+            # matching their contrast to the actor's sharp ones would blacken them into holes.
+            face = self.colour.apply(face, p.crop, actor * skin_weight(p.points, self.size))
         if self.opts.keep_mouth:
             mask = mask * (1.0 - mouth_mask(p.points, self.size))
         # Erode at least as far as the feather reaches, so the soft edge stays inside the face (no hair ghosts).
