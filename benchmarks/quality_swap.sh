@@ -5,6 +5,7 @@
 #   benchmarks/quality_swap.sh [MINUTES ...]          default: 2 10   (e.g. `benchmarks/quality_swap.sh 2 10 30`)
 #   benchmarks/quality_swap.sh default                the CPU default budget (no --train-minutes)
 #   benchmarks/quality_swap.sh steps1250              exactly 1250 training steps (--train-steps): load-proof A/B
+#   SEED=1 ...                                        another training seed (the spread between runs)
 #   CLIP=../shared/media/clips/selfie_man.mp4 ENROLL=../shared/media/clips/selfie_woman_short.mp4 \
 #     TAG=woman-on-man benchmarks/quality_swap.sh default      another pair (CLIP = the actor's clip)
 #
@@ -61,7 +62,8 @@ for M in "${MINUTES[@]}"; do
     budget=(--train-minutes "$M")
     [ "$M" != default ] || budget=()
     case "$M" in steps*) budget=(--train-steps "${M#steps}");; esac
-    M="$M${TAG:+-$TAG}"
+    [ -z "${SEED:-}" ] || budget+=(--seed "$SEED")
+    M="$M${TAG:+-$TAG}${SEED:+-seed$SEED}"
     home="$OUT/home-$M"
     rm -rf "$home" && mkdir -p "$home"
     echo "== famswap swap, $M training minutes" >&2
