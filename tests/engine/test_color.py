@@ -152,3 +152,18 @@ def test_stabilizer_follows_a_lasting_change_and_resets(pair: tuple[np.ndarray, 
     np.testing.assert_allclose(_masked_stats(out, mask)[0], target, atol=1.0)
     stab.reset()
     np.testing.assert_array_equal(stab.apply(src, ref, mask), reinhard_lab(src, ref, mask))
+
+
+def test_stabilizer_limits_how_much_contrast_it_adds() -> None:
+    """A flat, soft decoder face matched to a contrasty actor: the light and tint move, the spread barely does."""
+    rng = np.random.default_rng(3)
+    soft = np.full((64, 64, 3), 150, np.uint8)
+    soft[20:30, 15:50] = 120  # faint eyes
+    soft = cv2.GaussianBlur(soft, (0, 0), 3)
+    actor = np.clip(rng.normal(180, 45, (64, 64, 3)), 0, 255).astype(np.uint8)
+    lightness = lambda img: cv2.cvtColor(img, cv2.COLOR_RGB2LAB)[..., 0].astype(np.float64)  # noqa: E731
+    free = ColorStabilizer(momentum=0.0).apply(soft, actor, None)
+    capped = ColorStabilizer(momentum=0.0, max_gain=1.25).apply(soft, actor, None)
+    assert lightness(free).std() > 2.0 * lightness(soft).std()  # the default restores the actor's contrast
+    assert lightness(capped).std() <= 1.25 * lightness(soft).std() + 1.0
+    assert abs(lightness(capped).mean() - lightness(actor).mean()) < 2.0  # but the light is matched all the same

@@ -395,3 +395,19 @@ def test_turned_heads_fade_out_and_the_report_says_how_to_fix_it(conv: SimpleNam
     originals = list(video.read_frames(conv.clip))
     for original, frame in zip(originals, capture.frames, strict=True):
         assert not np.any(frame != original, axis=2)[~label_zone(frame.shape)].any()
+
+
+def test_conversion_caps_the_colour_gain_and_detail_is_off_by_default(conv: SimpleNamespace) -> None:
+    from swap_engine.convert import COLOUR_MAX_GAIN, skin_weight
+
+    opts = ConvertOptions(identity="person")
+    swapper = FrameSwapper(conv.bank, opts, 30.0, align.DEFAULT_COVERAGE)
+    assert swapper.colour is not None and swapper.colour.max_gain == COLOUR_MAX_GAIN <= 1.5
+    assert opts.detail == 0 and not opts.keep_mouth  # both measured as no better: docs/QUALITY.md
+    face = conv.scan.track(0).faces[0]
+    points = align.transform_points(face.points, align.align_matrix(face.points, 128))
+    weight = skin_weight(points, 128)
+    x, y = np.round(points[[468, 473, 13, 4]]).astype(int).T  # irises, upper lip, nose tip: no actor detail
+    assert weight[y, x].max() < 0.05
+    cheek = np.round(points[[50, 280]]).astype(int)  # cheeks: the actor's fine detail may show
+    assert weight[cheek[:, 1], cheek[:, 0]].min() > 0.9
