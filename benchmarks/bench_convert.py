@@ -7,8 +7,9 @@ What it runs, in this order, on ``--clip`` (default: the shared 720p "movie" cli
 - scan: ``pipeline.scan_video`` (MediaPipe landmarks on every frame, tracks, cuts): the "landmarks" stage.
 - a small bank: the ``--model`` preset (default ``lite``, what a CPU trains), both decoders trained for
   ``--train-seconds`` on the clip's own actor faces. Conversion speed does not depend on how well it is trained.
-- convert: ``convert.convert_clip`` with the shipped defaults (no size limit, so no re-encode at the end), and
-  ``ConvertReport.timings`` split into decode, align, model, blend (colour + mask + paste-back), label, encode
+- convert: ``convert.convert_clip`` with the shipped defaults (the hair segmenter from ``--model-dir``, as the worker
+  and ``famswap swap`` run it; no size limit, so no re-encode at the end), and ``ConvertReport.timings`` split into
+  decode, align, hair (segmenter), model, blend (colour + mask + paste-back), label, encode
   (time spent handing frames to ffmpeg's pipe; ffmpeg encodes in its own process, in parallel) and the rest
   (waiting for ffmpeg to finish and mux the audio, bookkeeping).
 
@@ -50,7 +51,9 @@ def bare_transcode(ffmpeg: str, clip: Path, out: Path, repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clip", type=Path, default=DEFAULT_CLIP)
-    parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODELS, help="folder of face_landmarker.task")
+    parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODELS,
+                        help="folder of face_landmarker.task and hair_segmenter.tflite")
+    parser.add_argument("--no-hair", action="store_true", help="convert without the hair segmenter (landmark hull)")
     parser.add_argument("--model", default="lite", choices=("lite", "original", "hires"))
     parser.add_argument("--train-seconds", type=float, default=5.0)
     parser.add_argument("--repeats", type=int, default=3, help="bare transcodes (median)")
@@ -61,7 +64,7 @@ def main() -> None:
     import torch
 
     from swap_engine import pipeline
-    from swap_engine.assets import landmarker_path
+    from swap_engine.assets import hair_segmenter_path, landmarker_path
     from swap_engine.convert import ConvertOptions, convert_clip
     from swap_engine.ffmpeg_bin import find_ffmpeg
     from swap_engine.video import probe
@@ -91,15 +94,16 @@ def main() -> None:
         from swap_engine.model import load_bank
 
         bank, _ = load_bank(plan.bank_path)
-        report = convert_clip(
-            args.clip, bank, scan, work / "out.mp4", ConvertOptions(identity="person", max_bytes=None)
-        )
+        hair = None if args.no_hair else hair_segmenter_path(args.model_dir, download=False, progress=False)
+        opts = ConvertOptions(identity="person", max_bytes=None, hair_model=hair)
+        report = convert_clip(args.clip, bank, scan, work / "out.mp4", opts)
     t = report.timings
     t_convert = t["total"]
-    parts = ["decode", "align", "model", "blend", "label", "encode"]
+    parts = ["decode", "align", "hair", "model", "blend", "label", "encode"]
     rest = max(0.0, t["total"] - sum(t.get(k, 0.0) for k in parts))
 
     print(f"bank: {args.model}, {result.step} training steps in {args.train_seconds:g} s (speed does not depend on it)")  # type: ignore[attr-defined]
+    print(f"hair segmenter: {'off' if hair is None else hair.name}")
     print(f"faces: {report.swapped} of {report.frames} frames swapped, skipped {report.skipped or 'none'}")
     print()
     print(f"{'stage':34} {'seconds':>8} {'frames/s':>9} {'x bare':>7}")
@@ -119,7 +123,7 @@ def main() -> None:
         print(f"  {name:28} {1000 * sec / n:7.1f} ms  {100 * sec / total:5.1f} %")
     if args.json:
         print(json.dumps({
-            "clip": args.clip.name, "frames": n, "model": args.model, "threads": torch.get_num_threads(),
+            "clip": args.clip.name, "frames": n, "model": args.model, "hair": hair is not None, "threads": torch.get_num_threads(),
             "bare_s": round(t_bare, 3), "scan_s": round(t_scan, 3), "convert_s": round(t_convert, 3),
             "convert_fps": round(n / t_convert, 2), "scan_convert_fps": round(n / (t_scan + t_convert), 2),
             "bare_fps": round(n / t_bare, 2), "timings": t,
