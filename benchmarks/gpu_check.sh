@@ -94,7 +94,8 @@ scan_file=$media/scene.scan.npz
 cuda=$("$py" -c 'import torch; print(int(torch.cuda.is_available()))' 2>/dev/null || echo 0)
 mp=$("$py" -c 'import importlib.util as u; print(int(u.find_spec("mediapipe") is not None))')
 ff=$("$py" -c 'from swap_engine.ffmpeg_bin import find_ffmpeg; find_ffmpeg(); print(1)' 2>/dev/null || echo 0)
-crypto=$("$py" -c 'import importlib.util as u; print(int(u.find_spec("cryptography") is not None))')
+# The swap keeps its bank encrypted through storage/ (cryptography; importing storage needs aiosqlite).
+store=$("$py" -c 'import importlib.util as u; print(int(all(u.find_spec(m) for m in ("cryptography", "aiosqlite"))))')
 say "machine: $(cat "$res/env.json")"
 
 if [ $dry -eq 1 ]; then
@@ -143,8 +144,8 @@ fi
 if wanted swap; then
   if [ "$device" = none ]; then
     skip_part swap "no CUDA GPU here"
-  elif [ "$ff" != 1 ] || [ "$mp" != 1 ] || [ "$crypto" != 1 ]; then
-    skip_part swap "needs ffmpeg ($ff), mediapipe ($mp) and cryptography ($crypto); 1 = present"
+  elif [ "$ff" != 1 ] || [ "$mp" != 1 ] || [ "$store" != 1 ]; then
+    skip_part swap "needs ffmpeg ($ff), mediapipe ($mp), cryptography and aiosqlite ($store); 1 = present"
   else
     home=$(mktemp -d /tmp/famswap-home.XXXXXX)
     start=$(date +%s.%N)

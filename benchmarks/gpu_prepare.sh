@@ -8,7 +8,8 @@
 # `carry`, at most 64 MiB in all. The mediapipe wheel (43 MB) and an ffmpeg with libx264 (imageio-ffmpeg's static
 # binary: 53 MB even xz-compressed) do not fit together, hence two kits, one per device call:
 #
-#   mediapipe (default)  .whl/  mediapipe, cryptography, cffi, pycparser, platformdirs, absl-py, flatbuffers: cp312
+#   mediapipe (default)  .whl/  mediapipe, cryptography, cffi, pycparser, aiosqlite, platformdirs, absl-py,
+#                               flatbuffers (the swap imports storage, hence aiosqlite; no discord.py): cp312
 #                               manylinux wheels of the versions this venv runs (pip download, --no-deps);
 #                        .gpu/models/  face_landmarker.task, hair_segmenter.tflite
 #                        .gpu/media/   scene_woman_room_720p.mp4 (the clip), selfie_man.mp4 (the identity)
@@ -48,7 +49,7 @@ if [ "$kit" = mediapipe ]; then
   # The versions this venv runs, so the device runs what the tests here ran.
   pins=$("$py" - <<'EOF'
 from importlib.metadata import version
-names = ["mediapipe", "cryptography", "cffi", "pycparser", "platformdirs", "absl-py", "flatbuffers"]
+names = ["mediapipe", "cryptography", "cffi", "pycparser", "aiosqlite", "platformdirs", "absl-py", "flatbuffers"]
 print(" ".join(f"{n}=={version(n)}" for n in names))
 EOF
 )
