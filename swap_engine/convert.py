@@ -16,8 +16,9 @@ How the work overlaps (results are the same as doing it one frame after another)
 frames out of ffmpeg's pipe (``video.prefetch``); the calling thread aligns each face and hands its 256 px view to
 the hair segmenter, which runs on ``hair_threads`` threads of its own (MediaPipe computes outside the GIL); a batch
 goes to the model and is blended only once the next batch has been aligned, so segmenting one batch overlaps the
-model and blending of the one before; a writer thread labels each frame and feeds the encoder (ffmpeg encodes in its
-own process). Frames are modified in place, never copied whole. ``ConvertReport.timings`` (seconds): ``decode``,
+model and blending of the one before; masking and pasting faces back run on ``blend_threads`` threads (OpenCV works
+outside the GIL; colour matching, which carries statistics from frame to frame, stays in order); a writer thread
+labels each frame and feeds the encoder (ffmpeg encodes in its own process). Frames are modified in place, never copied whole. ``ConvertReport.timings`` (seconds): ``decode``,
 ``hair_wait`` and ``encode_wait`` are the calling thread waiting for the reader, the segmenter and the writer;
 ``align``, ``model``, ``blend`` its own work; ``hair`` the segmenter's busy time summed over its threads; ``label``
 and ``encode`` the writer thread's busy time (``encode``: writing to ffmpeg's pipe, i.e. waiting for the encoder).
@@ -39,6 +40,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -84,6 +86,7 @@ class ConvertOptions:
     detail: float = 0.0  # how much of the actor's finest detail (above detail_sigma) to lay over the face, 0 = off
     detail_sigma: float = 1.0  # in pixels of the model's input face: detail finer than this is the actor's
     hair_threads: int | None = None  # threads running the hair segmenter; None: half the CPU cores, 1 to 4
+    blend_threads: int | None = None  # threads masking and pasting faces; None: 1 up to 4 cores, else cores/4 (<= 4)
 
     def batch_size(self) -> int:
         """Faces per model call: ``batch``, else 16 on a CPU and 64 on a GPU (where a call costs the same)."""
@@ -95,6 +98,12 @@ class ConvertOptions:
         if self.hair_threads is not None:
             return max(1, int(self.hair_threads))
         return max(1, min(4, (os.cpu_count() or 1) // 2))
+
+    def blend_thread_count(self) -> int:
+        if self.blend_threads is not None:
+            return max(1, int(self.blend_threads))
+        cores = os.cpu_count() or 1
+        return 1 if cores <= 4 else min(4, cores // 4)
 
 
 @dataclass
@@ -185,6 +194,7 @@ class FrameSwapper:
         if opts.hair_model is not None:
             self._hair_pool = ThreadPoolExecutor(opts.hair_thread_count(), thread_name_prefix="hair")
             self._hair_pool.submit(self._segmenter).result()  # fail now (bad model file), not at the first face
+        self._blend_pool: ThreadPoolExecutor | None = None  # made at the first batch that can use it
         self._hair: np.ndarray | None = None
         self.fade = FadeFilter()
         self.faded = 0
@@ -208,6 +218,9 @@ class FrameSwapper:
         return hair
 
     def close(self) -> None:
+        if self._blend_pool is not None:
+            self._blend_pool.shutdown(wait=True)
+            self._blend_pool = None
         if self._hair_pool is not None:
             self._hair_pool.shutdown(wait=True, cancel_futures=True)
             self._hair_pool = None
@@ -291,10 +304,19 @@ class FrameSwapper:
             swapped = self.sharpen(swapped)
             if self.opts.detail > 0:
                 swapped = self.add_detail(swapped, crops, [p.points for p in faces])
-            for n, p in enumerate(faces):
+            # The actor's masks and the pasting are per frame, so they may run on the blend threads; colour matching
+            # carries its statistics from frame to frame, so it runs here, in frame order.
+            actors = self._map(self.actor_mask, faces)
+            matched = []
+            for p, face, actor in zip(faces, swapped, actors, strict=True):
                 if p.fresh and self.colour is not None:
                     self.colour.reset()
-                p.frame = self._composite(p, swapped[n], None if learned is None else learned[n], inplace=inplace)
+                matched.append(face if self.colour is None else self.colour.apply(face, p.crop, actor))
+            masks = [None] * len(faces) if learned is None else list(learned)
+            jobs = list(zip(faces, matched, actors, masks, strict=True))
+            pasted = self._map(lambda job: self._paste(*job, inplace=inplace), jobs)
+            for p, frame in zip(faces, pasted, strict=True):
+                p.frame = frame
             self.timer.add("blend", start)
         return [p.frame for p in batch]
 
@@ -314,6 +336,15 @@ class FrameSwapper:
                 fine *= skin_weight(pts, faces.shape[1])[..., None]
             out[n] = np.clip(face.astype(np.float32) + amount * fine + 0.5, 0, 255).astype(np.uint8)
         return out
+
+    def _map(self, fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+        """``[fn(x) for x in items]``, on the blend threads when there are several."""
+        threads = self.opts.blend_thread_count()
+        if threads < 2 or len(items) < 2:
+            return [fn(x) for x in items]
+        if self._blend_pool is None:
+            self._blend_pool = ThreadPoolExecutor(threads, thread_name_prefix="blend")
+        return list(self._blend_pool.map(fn, items))
 
     def sharpen(self, faces: np.ndarray) -> np.ndarray:
         """Unsharp mask (``opts.sharpen`` amount) on the decoder's faces ``(N, S, S, 3)`` at the features' scale.
@@ -345,14 +376,13 @@ class FrameSwapper:
             return align.face_mask(p.points, self.size, forehead=False, feather_px=0)
         return face_region(p.points, self.size, p.hair, feather_px=0)
 
-    def _composite(
-        self, p: _Pending, face: np.ndarray, learned: np.ndarray | None, *, inplace: bool = False
+    def _paste(
+        self, p: _Pending, face: np.ndarray, actor: np.ndarray, learned: np.ndarray | None, *, inplace: bool = False
     ) -> np.ndarray:
-        assert p.crop is not None and p.points is not None and p.matrix is not None
-        actor = self.actor_mask(p)  # feathered once, below
+        """``p``'s frame with ``face`` (colour-matched) pasted through the actor's mask (hard-edged, feathered here)
+        ∩ the decoder's ``learned`` mask, faded by the pose weight."""
+        assert p.points is not None and p.matrix is not None
         mask = blend.combine_masks(actor, learned)
-        if self.colour is not None:
-            face = self.colour.apply(face, p.crop, actor)
         if self.opts.keep_mouth:
             mask = mask * (1.0 - mouth_mask(p.points, self.size))
         # Erode at least as far as the feather reaches, so the soft edge stays inside the face (no hair ghosts).

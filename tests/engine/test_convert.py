@@ -319,21 +319,23 @@ def _convert_frames(curly: SimpleNamespace, opts: ConvertOptions, name: str) -> 
 
 
 def test_overlapping_the_work_does_not_change_a_frame(conv: SimpleNamespace, hair_model: Path, tmp_path: Path) -> None:
-    # convert_clip segments hair on three threads, runs ahead of the model by a batch and writes from a thread of
-    # its own; doing the same work one frame after another (prepare waits for each hair map) gives the same pixels.
-    opts = ConvertOptions(identity="person", hair_model=hair_model, batch=4, hair_threads=3)
+    # convert_clip segments hair on three threads, runs ahead of the model by a batch, pastes faces on three threads
+    # and writes from a thread of its own; the same work one frame after another (prepare waits for each hair map,
+    # one blend thread) gives the same pixels.
+    opts = ConvertOptions(identity="person", hair_model=hair_model, batch=4, hair_threads=3, blend_threads=3)
     with pytest.MonkeyPatch.context() as mp:
         capture = Capture(mp)
         convert_clip(conv.clip, conv.bank, conv.scan, tmp_path / "overlapped.mp4", opts)
 
-    swapper = FrameSwapper(conv.bank, opts, 30.0, align.DEFAULT_COVERAGE)
+    serial = ConvertOptions(identity="person", hair_model=hair_model, batch=4, hair_threads=1, blend_threads=1)
+    swapper = FrameSwapper(conv.bank, serial, 30.0, align.DEFAULT_COVERAGE)
     renderer = label.LabelRenderer(SIDE, SIDE, opts.label_style)
     track, expected, batch = conv.scan.track(0), [], []
     for i, frame in enumerate(video.read_frames(conv.clip)):
         if i in conv.scan.cuts:
             swapper.reset()
         face = track.faces.get(i)
-        batch.append(swapper.prepare(i, frame, None if skip_reason(face, opts) else face))
+        batch.append(swapper.prepare(i, frame, None if skip_reason(face, serial) else face))
         if sum(p.crop is not None for p in batch) >= 4 or i == FRAMES - 1:
             expected += [renderer.apply(f) for f in swapper.finish(batch)]
             batch = []
