@@ -757,10 +757,32 @@ class _Failure:
     exc: BaseException
 
 
+def grow_pipe(fd: int, size: int) -> int:
+    """Make the pipe ``fd`` hold up to ``size`` bytes (Linux; capped by /proc/sys/fs/pipe-max-size, 1 MiB by
+    default); returns its size, or 0 where that cannot be set.
+
+    A 720p RGB frame is 2.7 MB: through the default 64 KiB pipe that is 42 reads, each giving up and taking back the
+    GIL, which another busy Python thread then makes wait; through 1 MiB, 3.
+    """
+    import fcntl
+
+    setsz = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setsz is None:
+        return 0
+    for want in (max(size, 1 << 16), 1 << 20):  # never below Linux's default 64 KiB
+        try:
+            return fcntl.fcntl(fd, setsz, want)
+        except OSError:
+            continue  # over pipe-max-size (EPERM) or not a pipe: try the usual cap, then give up
+    return 0
+
+
 def _frame_stream(cmd: list[str], width: int, height: int, name: str) -> Iterator[np.ndarray]:
     # stderr goes to a temporary file: a pipe nobody reads could fill up and stall ffmpeg (and us with it).
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+        assert proc.stdout is not None
+        grow_pipe(proc.stdout.fileno(), width * height * 3)
         assert proc.stdout is not None
         try:
             while True:
@@ -970,6 +992,8 @@ class VideoWriter:
         )
         self._err = tempfile.TemporaryFile()
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._err)
+        assert self._proc.stdin is not None
+        grow_pipe(self._proc.stdin.fileno(), self.width * self.height * 3)
 
     @property
     def frames_written(self) -> int:

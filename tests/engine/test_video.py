@@ -651,3 +651,16 @@ def test_closing_prefetch_stops_the_reader_and_closes_its_source() -> None:
     assert [next(frames) for _ in range(3)] == [0, 1, 2]
     frames.close()
     assert closed == [True]
+
+
+@pytest.mark.skipif(not hasattr(__import__("fcntl"), "F_SETPIPE_SZ"), reason="Linux only")
+def test_frame_pipes_are_grown_to_hold_a_frame(tmp_path: Path) -> None:
+    read_end, write_end = os.pipe()
+    try:
+        assert video.grow_pipe(read_end, 300_000) >= 300_000
+        assert video.grow_pipe(read_end, 1000) >= 1 << 16  # never shrunk below the default
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    with (tmp_path / "file").open("wb") as f:
+        assert video.grow_pipe(f.fileno(), 300_000) == 0  # not a pipe
