@@ -74,7 +74,7 @@ EOF
 fi
 
 tracked=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
-carried=$(du -cb .gpu .whl 2>/dev/null | tail -1 | cut -f1)
+carried=$(du -cb .gpu $([ -d .whl ] && echo .whl) | tail -1 | cut -f1)
 total=$((tracked + carried))
 limit=$((64 * 1024 * 1024))
 awk -v k="$kit" -v c="$carried" -v t="$tracked" 'BEGIN { m = 1048576;
