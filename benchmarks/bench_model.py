@@ -11,11 +11,13 @@ no OpenCV).
                                                     # configs whose step would pass --max-step-seconds are skipped)
     .venv/bin/python benchmarks/bench_model.py --models lite --widths 0.25 0.375 0.5 --seconds 5
     .venv/bin/python benchmarks/bench_model.py --models lite --widths 0.25 --out-scales 1 2 --batch 8 --threads 1
+    python3 benchmarks/bench_model.py --models original hires --widths 1 --devices cuda --json-out rows.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -136,6 +138,8 @@ def main(argv: list[str] | None = None) -> None:
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
     )
     parser.add_argument("--compile", action="store_true", help="torch.compile the modules (GPU runs)")
+    parser.add_argument("--json-out", type=Path, default=None,
+                        help="also append each row to this file as one JSON line (benchmarks/gpu_table.py reads it)")
     parser.add_argument(
         "--max-step-seconds",
         type=float,
@@ -177,6 +181,10 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             r = bench_one(name, width, device, args.batch, args.seconds, args.compile, out_scale)
             rate = max(rate, r["tflops"] * 1e12)
+            if args.json_out is not None:
+                row = {**r, "device": device.type, "precision": "bf16" if device.type == "cuda" else "fp32"}
+                with args.json_out.open("a", encoding="utf-8") as f:
+                    f.write(json.dumps(row) + "\n")
             mfu = f"{100 * r['mfu']:5.1f}%" if r["mfu"] is not None else "     -"
             print(
                 f"{r['model']:9} {r['width']:5.3g} {r['size']:4d} {r['out']:4d} {r['params_m']:8.1f} {r['gflops']:9.3f} "

@@ -11,7 +11,8 @@ _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 def setup_logging(level: str = "info", *, process: str | None = None) -> None:
     """Configure the root logger once; ``process`` (e.g. "worker-1") is prefixed so mixed output stays readable."""
-    # MediaPipe's C++ side (glog/absl/TFLite) prints start-up chatter users cannot act on; keep its warnings and up.
+    # MediaPipe's C++ side (glog/absl/TFLite) prints start-up chatter users cannot act on. MediaPipe 1.x ignores these
+    # two variables (swap_engine.native_log filters its lines); older builds and TensorFlow read them.
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     fmt = f"%(asctime)s %(levelname)-7s [{process}] %(name)s: %(message)s" if process else _FORMAT

@@ -2,7 +2,7 @@
 
 Contract: images are RGB ``uint8`` ``(H, W, 3)``; masks are ``float32`` ``(H, W)`` in ``[0, 1]``; ``matrix`` is the
 ``(2, 3)`` float64 affine that maps *frame* pixels to *crop* pixels (what ``align.align_matrix`` returns). Every
-function returns a new array and leaves its inputs alone.
+function returns a new array and leaves its inputs alone (except ``composite(..., inplace=True)``).
 
 The guarantee the tests hold ``composite`` to: a frame pixel whose warped mask value is exactly 0 keeps its exact
 input value, in both modes. Only the bounding box of the mask in the frame is warped and blended, so the cost
@@ -220,8 +220,10 @@ def composite(
     *,
     mode: BlendMode = "alpha",
     interpolation: int = cv2.INTER_CUBIC,
+    inplace: bool = False,
 ) -> np.ndarray:
-    """Paste ``face_crop`` (crop space) back into ``frame`` through the inverse of ``matrix``; returns a new frame.
+    """Paste ``face_crop`` (crop space) back into ``frame`` through the inverse of ``matrix``; returns a new frame
+    (``inplace=True``: ``frame`` itself, written in place in alpha mode; this saves a whole-frame copy per frame).
 
     ``matrix`` maps frame pixels to crop pixels; ``mask`` ``(S, S)`` float32 is in crop space (already eroded and
     feathered). Only the frame box covering the mask is warped (``WARP_INVERSE_MAP`` samples the crop directly
@@ -237,7 +239,7 @@ def composite(
     fh, fw = frame.shape[:2]
     box = None if crop_box is None else frame_box(matrix, crop_box, (fw, fh))
     if box is None:
-        return frame.copy()
+        return frame if inplace else frame.copy()
     x0, y0, x1, y1 = box
     # Shift the frame->crop map so that it starts at the box's corner: crop = M @ (p + (x0, y0)).
     m = np.asarray(matrix, np.float64).copy()
@@ -252,7 +254,11 @@ def composite(
     if mode == "poisson":
         # Reuse poisson_blend on the box: it handles windows that reach the frame border.
         center = (x0 + size[0] // 2, y0 + size[1] // 2)
-        return poisson_blend(frame, face, alpha, center)
-    out = frame.copy()
+        blended = poisson_blend(frame, face, alpha, center)
+        if inplace:
+            frame[...] = blended
+            return frame
+        return blended
+    out = frame if inplace else frame.copy()
     out[y0:y1, x0:x1] = alpha_blend(frame[y0:y1, x0:x1], face, alpha)
     return out

@@ -11,6 +11,18 @@ segmenter when ``ConvertOptions.hair_model`` is set; smoothed over frames) ∩ t
 person's face is, their own hair left out) × the pose weight (``pose_fade``: fades out, never pops, where the actor
 turns past the poses the person enrolled) × (optionally) not the actor's mouth opening. Everything else, the
 actor's hair and fringe in front of the face included, is the actor's own frame.
+
+How the work overlaps (results are the same as doing it one frame after another): a reader thread copies decoded
+frames out of ffmpeg's pipe (``video.prefetch``); the calling thread aligns each face and hands its 256 px view to
+the hair segmenter, which runs on ``hair_threads`` threads of its own (MediaPipe computes outside the GIL); a batch
+goes to the model and is blended only once the next batch has been aligned, so segmenting one batch overlaps the
+model and blending of the one before; masking and pasting faces back run on ``blend_threads`` threads (OpenCV works
+outside the GIL; colour matching, which carries statistics from frame to frame, stays in order); a writer thread
+labels each frame and feeds the encoder (ffmpeg encodes in its own process). Frames are modified in place, never copied whole. ``ConvertReport.timings`` (seconds): ``decode``,
+``hair_wait`` and ``encode_wait`` are the calling thread waiting for the reader, the segmenter and the writer;
+``align``, ``model``, ``blend`` its own work; ``hair`` the segmenter's busy time summed over its threads; ``label``
+and ``encode`` the writer thread's busy time (``encode``: writing to ffmpeg's pipe, i.e. waiting for the encoder).
+Stages overlap, so they add up to more than ``total``.
 """
 
 from __future__ import annotations
@@ -18,11 +30,17 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import queue
 import shutil
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -57,7 +75,7 @@ class ConvertOptions:
     track: int = 0
     color: str = "reinhard"  # "reinhard", "histogram" or "none"
     blend: str = "alpha"  # "alpha" (feathered) or "poisson" (cv2.seamlessClone)
-    batch: int = 16
+    batch: int | None = None  # faces per model call; None: 16 on a CPU, 64 on a GPU
     min_face_px: float = 24.0  # faces smaller than this (inter-ocular based size) pass through
     max_abs_yaw: float = 70.0  # faces turned further away pass through
     max_bytes: int | None = 10 * 1024 * 1024
@@ -71,6 +89,25 @@ class ConvertOptions:
     crop_px: int | None = None  # side of the crop that is colour-matched and blended; None: the decoder's output
     detail: float = 0.0  # how much of the actor's finest detail (above detail_sigma) to lay over the face, 0 = off
     detail_sigma: float = 1.0  # in pixels of the model's input face: detail finer than this is the actor's
+    hair_threads: int | None = None  # threads running the hair segmenter; None: half the CPU cores, 1 to 4
+    blend_threads: int | None = None  # threads masking and pasting faces; None: 1 up to 4 cores, else cores/4 (<= 4)
+
+    def batch_size(self) -> int:
+        """Faces per model call: ``batch``, else 16 on a CPU and 64 on a GPU (where a call costs the same)."""
+        if self.batch is not None:
+            return max(1, int(self.batch))
+        return 16 if self.device == "cpu" else 64
+
+    def hair_thread_count(self) -> int:
+        if self.hair_threads is not None:
+            return max(1, int(self.hair_threads))
+        return max(1, min(4, (os.cpu_count() or 1) // 2))
+
+    def blend_thread_count(self) -> int:
+        if self.blend_threads is not None:
+            return max(1, int(self.blend_threads))
+        cores = os.cpu_count() or 1
+        return 1 if cores <= 4 else min(4, cores // 4)
 
 
 @dataclass
@@ -104,15 +141,22 @@ class _Pending:
     crop: np.ndarray | None = None
     points: np.ndarray | None = None
     hair: np.ndarray | None = None  # (S, S) float32 hair probability of the crop, smoothed over frames
+    hair_job: Future[np.ndarray] | None = None  # the segmenter's raw map of the 256 px view, until settled
     weight: float = 1.0  # pose weight
+    fresh: bool = False  # the first face after a reset: temporal state (hair memory, colour) starts over here
 
 
 class _Timer:
+    """Seconds per stage, added to from several threads."""
+
     def __init__(self) -> None:
         self.totals: dict[str, float] = {}
+        self._lock = threading.Lock()
 
     def add(self, name: str, start: float) -> None:
-        self.totals[name] = self.totals.get(name, 0.0) + time.perf_counter() - start
+        elapsed = time.perf_counter() - start
+        with self._lock:
+            self.totals[name] = self.totals.get(name, 0.0) + elapsed
 
 
 def skip_reason(face: object | None, opts: ConvertOptions) -> str | None:
@@ -127,7 +171,12 @@ def skip_reason(face: object | None, opts: ConvertOptions) -> str | None:
 
 
 class FrameSwapper:
-    """The per-frame work, holding the state that must carry across frames (smoothing, colour statistics)."""
+    """The per-frame work, holding the state that must carry across frames (smoothing, colour statistics).
+
+    ``start`` (in frame order) aligns a face and sets its hair segmentation going; ``finish`` (on batches, in the
+    same order) settles the hair maps, runs the model and composites. ``prepare`` is ``start`` that waits for the
+    hair map. The frames' results do not depend on how far ``start`` runs ahead of ``finish``.
+    """
 
     def __init__(self, bank: object, opts: ConvertOptions, fps: float, coverage: float) -> None:
         self.bank = bank
@@ -143,31 +192,65 @@ class FrameSwapper:
         )
         self.timer = _Timer()
         self._last_index = -10
-        self.segmenter = None
+        self._fresh = True  # the next face starts temporal state over (set by reset)
+        self._hair_pool: ThreadPoolExecutor | None = None
+        self._segmenters: list[object] = []  # one per segmenter thread (a MediaPipe graph is not shared)
+        self._local = threading.local()
+        self._lock = threading.Lock()
         if opts.hair_model is not None:
-            from swap_engine.segment import HairSegmenter
-
-            self.segmenter = HairSegmenter(opts.hair_model)
+            self._hair_pool = ThreadPoolExecutor(opts.hair_thread_count(), thread_name_prefix="hair")
+            self._hair_pool.submit(self._segmenter).result()  # fail now (bad model file), not at the first face
+        self._blend_pool: ThreadPoolExecutor | None = None  # made at the first batch that can use it
         self._hair: np.ndarray | None = None
         self.fade = FadeFilter()
         self.faded = 0
 
+    def _segmenter(self) -> object:
+        """This thread's HairSegmenter, made on first use."""
+        segmenter = getattr(self._local, "segmenter", None)
+        if segmenter is None:
+            from swap_engine.segment import HairSegmenter
+
+            assert self.opts.hair_model is not None
+            segmenter = self._local.segmenter = HairSegmenter(self.opts.hair_model)
+            with self._lock:
+                self._segmenters.append(segmenter)
+        return segmenter
+
+    def _segment(self, view: np.ndarray) -> np.ndarray:
+        start = time.perf_counter()
+        hair = self._segmenter().hair(view)  # type: ignore[attr-defined]
+        self.timer.add("hair", start)
+        return hair
+
     def close(self) -> None:
-        if self.segmenter is not None:
-            self.segmenter.close()
-            self.segmenter = None
+        if self._blend_pool is not None:
+            self._blend_pool.shutdown(wait=True)
+            self._blend_pool = None
+        if self._hair_pool is not None:
+            self._hair_pool.shutdown(wait=True, cancel_futures=True)
+            self._hair_pool = None
+        for segmenter in self._segmenters:
+            segmenter.close()  # type: ignore[attr-defined]
+        self._segmenters.clear()
 
     def reset(self) -> None:
-        """Forget temporal state: at scene cuts and when the face comes back after a gap."""
+        """Forget temporal state: at scene cuts and when the face comes back after a gap. The smoothing of points
+        and pose restarts now; the hair memory and colour statistics restart at the next face ``finish`` meets."""
         self.points_filter.reset()
-        if self.colour is not None:
-            self.colour.reset()
-        self._hair = None
         self.fade.reset()
+        self._fresh = True
 
     def prepare(self, index: int, frame: np.ndarray, face: object | None) -> _Pending:
-        """Align the frame's face (smoothed over time), or mark the frame as pass-through when ``face`` is None
-        (the caller passes None for frames whose face is absent or not swappable, see ``skip_reason``)."""
+        """``start``, then wait for the hair map (``pending.hair`` set)."""
+        pending = self.start(index, frame, face)
+        self._settle(pending)
+        return pending
+
+    def start(self, index: int, frame: np.ndarray, face: object | None) -> _Pending:
+        """Align the frame's face (smoothed over time) and start its hair segmentation, or mark the frame as
+        pass-through when ``face`` is None (the caller passes None for frames whose face is absent or not
+        swappable, see ``skip_reason``). Call in frame order."""
         if face is None:
             return _Pending(index, frame)
         start = time.perf_counter()
@@ -178,32 +261,47 @@ class FrameSwapper:
         matrix = align.align_matrix(points, self.size, coverage=self.coverage)
         crop = align.warp_crop(frame, matrix, self.size)
         crop_points = align.transform_points(points, matrix)
-        self.timer.add("align", start)
-        pending = _Pending(index, frame, matrix, crop, crop_points)
-        if self.segmenter is not None:
-            start = time.perf_counter()
+        pending = _Pending(index, frame, matrix, crop, crop_points, fresh=self._fresh)
+        self._fresh = False
+        if self._hair_pool is not None:
             # The segmenter reads hair from a 256 px view of the same crop: at a model's 64-128 px it misses strands.
             scale = HAIR_CROP_PX / self.size
             view = align.warp_crop(frame, matrix * scale, HAIR_CROP_PX) if scale != 1 else crop
-            hair = self.segmenter.hair(view)
-            if scale != 1:
-                hair = cv2.resize(hair, (self.size, self.size), interpolation=cv2.INTER_AREA)
-            if self._hair is not None:
-                hair = HAIR_MEMORY * self._hair + (1.0 - HAIR_MEMORY) * hair
-            self._hair = pending.hair = hair
-            self.timer.add("hair", start)
+            pending.hair_job = self._hair_pool.submit(self._segment, view)
+        self.timer.add("align", start)
         if self.opts.pose_range is not None:
             target = self.opts.pose_range.weight(face.yaw, face.pitch)  # type: ignore[attr-defined]
             pending.weight = self.fade(target)
             self.faded += pending.weight < FADED_BELOW
         return pending
 
-    def finish(self, batch: list[_Pending]) -> list[np.ndarray]:
-        """Run the model on the batch's faces and composite them back; returns the frames in order."""
+    def _settle(self, p: _Pending) -> None:
+        """Wait for ``p``'s hair map and fold it into the memory of earlier frames. Call in frame order."""
+        if p.crop is None or p.hair is not None:
+            return
+        if p.fresh:
+            self._hair = None
+        if p.hair_job is None:
+            return
+        start = time.perf_counter()
+        hair = p.hair_job.result()
+        p.hair_job = None
+        self.timer.add("hair_wait", start)
+        if hair.shape != (self.size, self.size):
+            hair = cv2.resize(hair, (self.size, self.size), interpolation=cv2.INTER_AREA)
+        if self._hair is not None:
+            hair = HAIR_MEMORY * self._hair + (1.0 - HAIR_MEMORY) * hair
+        self._hair = p.hair = hair
+
+    def finish(self, batch: list[_Pending], *, inplace: bool = False) -> list[np.ndarray]:
+        """Run the model on the batch's faces and composite them back; returns the frames in order (``inplace``:
+        the batch's own frames, drawn on; else new arrays for the swapped ones). Batches in frame order."""
         from swap_engine.train import swap_faces
 
         faces = [p for p in batch if p.crop is not None]
         if faces:
+            for p in faces:
+                self._settle(p)
             start = time.perf_counter()
             crops = np.stack([p.crop for p in faces])
             swapped, learned = swap_faces(self.bank, crops, self.opts.identity, device=self.opts.device)
@@ -212,10 +310,25 @@ class FrameSwapper:
             swapped = self.sharpen(swapped)
             if self.opts.detail > 0:
                 swapped = self.add_detail(swapped, crops, [p.points for p in faces])
-            self.timer.add("blend", start)
-            start = time.perf_counter()
-            for n, p in enumerate(faces):
-                p.frame = self._composite(p, swapped[n], None if learned is None else learned[n])
+            # The actor's masks and the pasting are per frame, so they may run on the blend threads; colour matching
+            # carries its statistics from frame to frame, so it runs here, in frame order.
+            actors = self._map(self.actor_mask, faces)
+            matched = []
+            for p, face, actor in zip(faces, swapped, actors, strict=True):
+                if p.fresh and self.colour is not None:
+                    self.colour.reset()
+                if self.colour is None:
+                    matched.append(face)
+                    continue
+                # Fitted on the skin alone (eyes, brows and lips of a briefly trained decoder are soft and pale),
+                # with the spread's change capped (COLOUR_MAX_GAIN): the light and tint match, no black-hole eyes.
+                assert p.points is not None
+                matched.append(self.colour.apply(face, p.crop, actor * skin_weight(p.points, self.size)))
+            masks = [None] * len(faces) if learned is None else list(learned)
+            jobs = list(zip(faces, matched, actors, masks, strict=True))
+            pasted = self._map(lambda job: self._paste(*job, inplace=inplace), jobs)
+            for p, frame in zip(faces, pasted, strict=True):
+                p.frame = frame
             self.timer.add("blend", start)
         return [p.frame for p in batch]
 
@@ -235,6 +348,15 @@ class FrameSwapper:
                 fine *= skin_weight(pts, faces.shape[1])[..., None]
             out[n] = np.clip(face.astype(np.float32) + amount * fine + 0.5, 0, 255).astype(np.uint8)
         return out
+
+    def _map(self, fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+        """``[fn(x) for x in items]``, on the blend threads when there are several."""
+        threads = self.opts.blend_thread_count()
+        if threads < 2 or len(items) < 2:
+            return [fn(x) for x in items]
+        if self._blend_pool is None:
+            self._blend_pool = ThreadPoolExecutor(threads, thread_name_prefix="blend")
+        return list(self._blend_pool.map(fn, items))
 
     def sharpen(self, faces: np.ndarray) -> np.ndarray:
         """Unsharp mask (``opts.sharpen`` amount) on the decoder's faces ``(N, S, S, 3)`` at the features' scale.
@@ -266,14 +388,13 @@ class FrameSwapper:
             return align.face_mask(p.points, self.size, forehead=False, feather_px=0)
         return face_region(p.points, self.size, p.hair, feather_px=0)
 
-    def _composite(self, p: _Pending, face: np.ndarray, learned: np.ndarray | None) -> np.ndarray:
-        assert p.crop is not None and p.points is not None and p.matrix is not None
-        actor = self.actor_mask(p)  # feathered once, below
+    def _paste(
+        self, p: _Pending, face: np.ndarray, actor: np.ndarray, learned: np.ndarray | None, *, inplace: bool = False
+    ) -> np.ndarray:
+        """``p``'s frame with ``face`` (colour-matched) pasted through the actor's mask (hard-edged, feathered here)
+        ∩ the decoder's ``learned`` mask, faded by the pose weight."""
+        assert p.points is not None and p.matrix is not None
         mask = blend.combine_masks(actor, learned)
-        if self.colour is not None:
-            # Fitted on the skin alone: the eyes, brows and lips of a briefly trained decoder are soft and pale, and
-            # matching their contrast to the actor's sharp ones would blacken them into holes.
-            face = self.colour.apply(face, p.crop, actor * skin_weight(p.points, self.size))
         if self.opts.keep_mouth:
             mask = mask * (1.0 - mouth_mask(p.points, self.size))
         # Erode at least as far as the feather reaches, so the soft edge stays inside the face (no hair ghosts).
@@ -281,7 +402,7 @@ class FrameSwapper:
         mask = blend.erode_feather(mask, erode_px=edge, feather_px=edge)
         if p.weight < 1.0:
             mask = mask * np.float32(p.weight)
-        return blend.composite(p.frame, face, p.matrix, mask, mode=self.opts.blend)
+        return blend.composite(p.frame, face, p.matrix, mask, mode=self.opts.blend, inplace=inplace)
 
 
 def skin_weight(points: np.ndarray, size: int) -> np.ndarray:
@@ -332,40 +453,35 @@ def convert_clip(
     renderer = label.LabelRenderer(info.width, info.height, opts.label_style)
     total = scan.frame_count
     sample_at = set(np.linspace(0, max(total - 1, 0), num=min(opts.comparison_frames, total), dtype=int).tolist())
-    before: list[np.ndarray] = []
-    after: list[np.ndarray] = []
-    p_original: dict[int, np.ndarray] = {}  # sampled input frames, until their output is written
+    before: dict[int, np.ndarray] = {}  # sampled input frames, small
+    after: dict[int, np.ndarray] = {}  # their output
     skipped: dict[str, int] = {}
     swapped = 0
     written = 0
     raw = out.with_name(out.stem + ".raw.mp4")
     out.parent.mkdir(parents=True, exist_ok=True)
 
-    def write(frames: list[np.ndarray], batch: list[_Pending], writer: video.VideoWriter) -> None:
-        nonlocal written
-        for p, frame in zip(batch, frames, strict=True):
-            start = time.perf_counter()
-            labelled = renderer.apply(frame)
-            swapper.timer.add("label", start)
-            if p.index in sample_at:
-                before.append(_small(p_original[p.index]))
-                after.append(_small(labelled))
-                del p_original[p.index]
-            start = time.perf_counter()
-            writer.write(labelled)
-            swapper.timer.add("encode", start)
-            written += 1
-            if on_progress is not None:
-                on_progress(written, total)
-
     start = time.perf_counter()
-    with contextlib.closing(swapper), video.VideoWriter(
-        raw, info.width, info.height, info.fps, audio_from=clip if info.has_audio else None,
-        metadata=label.SYNTHETIC_METADATA,
-    ) as writer:
-        pending: list[_Pending] = []
+    batch_size = opts.batch_size()
+    with contextlib.ExitStack() as stack:
+        stack.callback(swapper.close)
+        writer = stack.enter_context(video.VideoWriter(
+            raw, info.width, info.height, info.fps, audio_from=clip if info.has_audio else None,
+            metadata=label.SYNTHETIC_METADATA,
+        ))  # fmt: skip
+        encoder = stack.enter_context(_Encoder(writer, renderer, swapper.timer, sample_at))
+        frames = stack.enter_context(contextlib.closing(video.prefetch(video.read_frames(clip, info=info))))
+        filling: list[_Pending] = []
+        faces_in = 0
+        aligned: deque[list[_Pending]] = deque()  # full batches whose hair maps are still being made
+
+        def hand_over(batch: list[_Pending]) -> None:
+            encoder.put(batch, swapper.finish(batch, inplace=True))
+            if on_progress is not None:
+                on_progress(encoder.handed, total)
+
         decode_start = time.perf_counter()
-        for index, frame in enumerate(video.read_frames(clip)):
+        for index, frame in enumerate(frames):
             swapper.timer.add("decode", decode_start)
             if index in scan.cuts:
                 swapper.reset()
@@ -376,14 +492,24 @@ def convert_clip(
             else:
                 swapped += 1
             if index in sample_at:
-                p_original[index] = frame
-            pending.append(swapper.prepare(index, frame, None if reason else face))
-            if sum(p.crop is not None for p in pending) >= opts.batch or len(pending) >= 4 * opts.batch:
-                write(swapper.finish(pending), pending, writer)
-                pending = []
+                before[index] = _small(frame)  # a small copy now: the frame itself is drawn on in place
+            pending = swapper.start(index, frame, None if reason else face)
+            filling.append(pending)
+            faces_in += pending.crop is not None
+            if faces_in >= batch_size or len(filling) >= 4 * batch_size:
+                aligned.append(filling)
+                filling, faces_in = [], 0
+                # Segmenting this batch overlaps the model and blending of the one before.
+                if len(aligned) > 1:
+                    hand_over(aligned.popleft())
             decode_start = time.perf_counter()
-        if pending:
-            write(swapper.finish(pending), pending, writer)
+        while aligned:
+            hand_over(aligned.popleft())
+        if filling:
+            hand_over(filling)
+        encoder.finish()
+        written = encoder.written
+        after = encoder.after
     swapper.timer.totals["total_pipeline"] = time.perf_counter() - start
 
     fitted = False
@@ -398,7 +524,8 @@ def convert_clip(
 
     comparison = None
     if comparison_path is not None and before:
-        video.comparison_animation(before, after, comparison_path)
+        order = sorted(before)
+        video.comparison_animation([before[i] for i in order], [after[i] for i in order], comparison_path)
         comparison = str(comparison_path)
     timings = {k: round(v, 3) for k, v in swapper.timer.totals.items()}
     timings["total"] = round(time.perf_counter() - started, 3)
@@ -425,6 +552,79 @@ def convert_clip(
         notes=notes,
     )
 
+
+
+class _Encoder:
+    """The writer thread: labels each frame in place and writes it to the encoder, in the order handed over.
+
+    ``put`` blocks while ``depth`` batches wait (time counted as ``encode_wait``); an error in the thread re-raises
+    from the next ``put`` or from ``finish``, which waits for the last frame. Leaving the ``with`` block without
+    ``finish`` (an error elsewhere) stops the thread without writing the rest.
+    """
+
+    def __init__(
+        self, writer: video.VideoWriter, renderer: label.LabelRenderer, timer: _Timer, sample_at: set[int],
+        depth: int = 2,
+    ) -> None:  # fmt: skip
+        self.writer, self.renderer, self.timer, self.sample_at = writer, renderer, timer, sample_at
+        self.after: dict[int, np.ndarray] = {}
+        self.handed = 0  # frames handed over
+        self.written = 0  # frames written to the encoder
+        self._box: queue.Queue[list[tuple[int, np.ndarray]] | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="encode", daemon=True)
+        self._thread.start()
+
+    def put(self, batch: list[_Pending], frames: list[np.ndarray]) -> None:
+        self._raise()
+        start = time.perf_counter()
+        items = [(p.index, frame) for p, frame in zip(batch, frames, strict=True)]
+        while True:
+            try:
+                self._box.put(items, timeout=0.5)
+                break
+            except queue.Full:
+                self._raise()
+        self.timer.add("encode_wait", start)
+        self.handed += len(items)
+
+    def finish(self) -> None:
+        """Wait until every frame handed over is written; re-raise the thread's error, if any."""
+        self._box.put(None)
+        self._thread.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        try:
+            while (items := self._box.get()) is not None:
+                for index, frame in items:
+                    start = time.perf_counter()
+                    labelled = self.renderer.apply(frame, inplace=True)
+                    if index in self.sample_at:
+                        self.after[index] = _small(labelled)
+                    self.timer.add("label", start)
+                    start = time.perf_counter()
+                    self.writer.write(labelled)
+                    self.timer.add("encode", start)
+                    self.written += 1
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the converting thread
+            self._error = exc
+
+    def __enter__(self) -> _Encoder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread.is_alive():
+            # An error in the converting thread: drop what waits and stop after the batch being written.
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    self._box.get_nowait()
+            self._box.put(None)
+            self._thread.join()
 
 
 def _small(frame: np.ndarray, height: int = 240) -> np.ndarray:

@@ -24,11 +24,14 @@ twice as large. Points found in a tile are mapped back to frame pixels; faces cu
 neighbouring tile, and faces found twice are kept once. That pass uses its own IMAGE-mode landmarker so the video
 landmarker's timestamps and tracking are not disturbed.
 
-MediaPipe is imported only when a detector is created, so this module imports without it.
+MediaPipe is imported only when a detector is created, so this module imports without it. Its C++ start-up lines
+(``W0000 … face_landmarker_graph.cc …``), printed while a landmarker is created and runs for the first time, are
+kept off stderr (``native_log.quiet_native_stderr``); its errors still reach it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from functools import cached_property
@@ -37,6 +40,8 @@ from types import TracebackType
 from typing import Any, Literal
 
 import numpy as np
+
+from swap_engine.native_log import quiet_native_stderr
 
 NUM_POINTS = 478
 TileMode = Literal["never", "empty", "always"]
@@ -186,6 +191,7 @@ class LandmarkDetector:
         self.blendshapes = blendshapes
         self._last_ms: int | None = None
         self._tile_landmarker: Any = None
+        self._started: list[Any] = []  # landmarkers that have run once (their graphs have finished starting up)
         self._landmarker: Any = self._create(video=video, num_faces=max_faces)
 
     def _create(self, *, video: bool, num_faces: int) -> Any:
@@ -202,7 +208,8 @@ class LandmarkDetector:
             output_face_blendshapes=self.blendshapes,
             output_facial_transformation_matrixes=True,
         )
-        return vision.FaceLandmarker.create_from_options(options)
+        with quiet_native_stderr():
+            return vision.FaceLandmarker.create_from_options(options)
 
     def __enter__(self) -> LandmarkDetector:
         return self
@@ -219,6 +226,7 @@ class LandmarkDetector:
             if landmarker is not None:
                 landmarker.close()
                 setattr(self, name, None)
+        self._started.clear()
 
     def detect(self, rgb: np.ndarray, timestamp_ms: int | None = None) -> list[Face]:
         """Faces in ``rgb`` (``(H, W, 3)`` uint8 RGB), largest first, at most ``max_faces``.
@@ -253,10 +261,15 @@ class LandmarkDetector:
         import mediapipe as mp
 
         image = mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb)
-        if timestamp_ms is None:
-            result = landmarker.detect(image)
-        else:
-            result = landmarker.detect_for_video(image, timestamp_ms)
+        # The first run still starts parts of the graph (TFLite delegates), which print their own lines.
+        first = not any(landmarker is started for started in self._started)
+        with quiet_native_stderr() if first else contextlib.nullcontext():
+            if timestamp_ms is None:
+                result = landmarker.detect(image)
+            else:
+                result = landmarker.detect_for_video(image, timestamp_ms)
+        if first:
+            self._started.append(landmarker)
         height, width = rgb.shape[:2]
         faces = []
         for i, marks in enumerate(result.face_landmarks):

@@ -11,6 +11,7 @@ stage reads and writes plain files in a work folder, so a crashed run resumes at
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -91,8 +92,11 @@ def scan_video(
         if on_progress is not None and (i % 10 == 0 or i + 1 == total):
             on_progress(i + 1, total, "finding faces")
 
-    with LandmarkDetector(landmarker, max_faces=max_faces, video=True) as detector:
-        frames = video.read_frames(clip, info=info, max_frames=None if max_frames is None else max_frames + 1)
+    # The reader thread copies the next frames out of ffmpeg's pipe while MediaPipe looks at this one.
+    frames = video.prefetch(
+        video.read_frames(clip, info=info, max_frames=None if max_frames is None else max_frames + 1)
+    )
+    with LandmarkDetector(landmarker, max_faces=max_faces, video=True) as detector, contextlib.closing(frames):
         scan = scan_clip(_capped(frames, max_frames, clip.name), detector.detect, fps, on_frame=tick)
     if not scan.tracks:
         raise NoFaceFound(

@@ -13,7 +13,8 @@ Contract:
 - ``crop_masks(crops, points, segmenter)`` is ``face_region`` for a stack of aligned crops ``(N, S, S, 3)``.
 
 What covers a face other than hair (hands, a microphone, glasses frames) is not detected: the landmarker draws the
-face through them. MediaPipe is imported only when a ``HairSegmenter`` is made, so this module imports without it.
+face through them. MediaPipe is imported only when a ``HairSegmenter`` is made, so this module imports without it; its C++ start-up
+lines are kept off stderr (``native_log.quiet_native_stderr``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 
 from swap_engine.align import face_mask
 from swap_engine.landmarks import LEFT_EYE, LIPS_OUTER, RIGHT_EYE
+from swap_engine.native_log import quiet_native_stderr
 
 # Nose from bridge to tip and its wings: with the eyes and lips, the part of a face that is never hair.
 _NOSE = (168, 6, 197, 195, 5, 4, 1, 19, 94, 2, 98, 327, 64, 294, 129, 358)
@@ -49,7 +51,9 @@ class HairSegmenter:
             output_confidence_masks=True,
             output_category_mask=False,
         )
-        self._segmenter: Any = vision.ImageSegmenter.create_from_options(options)
+        with quiet_native_stderr():
+            self._segmenter: Any = vision.ImageSegmenter.create_from_options(options)
+        self._started = False  # the first segment() still starts TFLite's delegate, which prints its own lines
 
     def hair(self, rgb: np.ndarray) -> np.ndarray:
         """``(H, W)`` float32 in ``[0, 1]``: how likely each pixel of ``rgb`` ``(H, W, 3)`` uint8 is hair."""
@@ -58,7 +62,12 @@ class HairSegmenter:
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"hair() takes (H, W, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")
         image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
-        result = self._segmenter.segment(image)
+        if self._started:
+            result = self._segmenter.segment(image)
+        else:
+            with quiet_native_stderr():
+                result = self._segmenter.segment(image)
+            self._started = True
         hair = np.array(result.confidence_masks[1].numpy_view(), np.float32).reshape(rgb.shape[:2])
         return np.clip(hair, 0.0, 1.0)
 

@@ -17,6 +17,9 @@ Contract (arrays follow docs/ARCHITECTURE.md: frames are ``(H, W, 3)`` ``uint8``
   ``start`` is in seconds from the beginning of the file. ``size=(w, h)`` scales to exactly that size.
   ``fps`` resamples to a constant rate (use it for variable-frame-rate phone clips whose audio must stay in sync);
   without it every decoded frame is passed through. Closing the generator (or dropping it) kills and reaps ffmpeg.
+- ``prefetch(frames, depth=8) -> Iterator``: the same items, produced ``depth`` ahead by a background thread (so
+  reading ffmpeg's pipe overlaps the caller's work); errors re-raise in the caller, in order; closing the returned
+  generator stops the thread and closes ``frames`` there.
 - ``VideoWriter(path, width, height, fps, *, audio_from=None, audio_start=0.0, bitrate=None, crf=20, metadata=None,
   preset="veryfast")``: ``.write(frame)`` raw RGB in, H.264 (libx264) yuv420p BT.709 MP4 out, ``+faststart``, at
   exactly ``fps`` (a ``Fraction`` such as 30000/1001). Odd sizes are padded by one black row/column to even.
@@ -47,11 +50,12 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, TypeVar
 
 import numpy as np
 
@@ -692,10 +696,93 @@ def read_frames(
     return _frame_stream(cmd, out_w, out_h, path.name)
 
 
+T = TypeVar("T")
+_END = object()
+
+
+def prefetch(items: Iterable[T], depth: int = 8) -> Generator[T, None, None]:
+    """``items`` in order, produced up to ``depth`` ahead in a background thread; see the module docstring.
+
+    Made for ``read_frames``: ffmpeg decodes in its own process, but copying each frame out of the pipe takes the
+    reading thread's time; here that overlaps whatever the caller does with the previous frames.
+    """
+    import queue
+
+    if depth < 1:
+        raise ValueError("depth must be at least 1")
+    box: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                box.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        iterator = iter(items)
+        try:
+            for item in iterator:
+                if not put(item):
+                    break
+            else:
+                put(_END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
+            put(_Failure(exc))
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()  # in this thread, which ran it: kills and reaps read_frames' ffmpeg
+
+    thread = threading.Thread(target=produce, name="prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = box.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+@dataclass(frozen=True)
+class _Failure:
+    exc: BaseException
+
+
+def grow_pipe(fd: int, size: int) -> int:
+    """Make the pipe ``fd`` hold up to ``size`` bytes (Linux; capped by /proc/sys/fs/pipe-max-size, 1 MiB by
+    default); returns its size, or 0 where that cannot be set.
+
+    A 720p RGB frame is 2.7 MB: through the default 64 KiB pipe that is 42 reads, each giving up and taking back the
+    GIL, which another busy Python thread then makes wait; through 1 MiB, 3.
+    """
+    import fcntl
+
+    setsz = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setsz is None:
+        return 0
+    for want in (max(size, 1 << 16), 1 << 20):  # never below Linux's default 64 KiB
+        try:
+            return fcntl.fcntl(fd, setsz, want)
+        except OSError:
+            continue  # over pipe-max-size (EPERM) or not a pipe: try the usual cap, then give up
+    return 0
+
+
 def _frame_stream(cmd: list[str], width: int, height: int, name: str) -> Iterator[np.ndarray]:
     # stderr goes to a temporary file: a pipe nobody reads could fill up and stall ffmpeg (and us with it).
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+        assert proc.stdout is not None
+        grow_pipe(proc.stdout.fileno(), width * height * 3)
         assert proc.stdout is not None
         try:
             while True:
@@ -905,6 +992,8 @@ class VideoWriter:
         )
         self._err = tempfile.TemporaryFile()
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._err)
+        assert self._proc.stdin is not None
+        grow_pipe(self._proc.stdin.fileno(), self.width * self.height * 3)
 
     @property
     def frames_written(self) -> int:

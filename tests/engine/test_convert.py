@@ -318,6 +318,51 @@ def _convert_frames(curly: SimpleNamespace, opts: ConvertOptions, name: str) -> 
     return capture.frames
 
 
+def test_overlapping_the_work_does_not_change_a_frame(conv: SimpleNamespace, hair_model: Path, tmp_path: Path) -> None:
+    # convert_clip segments hair on three threads, runs ahead of the model by a batch, pastes faces on three threads
+    # and writes from a thread of its own; the same work one frame after another (prepare waits for each hair map,
+    # one blend thread) gives the same pixels.
+    opts = ConvertOptions(identity="person", hair_model=hair_model, batch=4, hair_threads=3, blend_threads=3)
+    with pytest.MonkeyPatch.context() as mp:
+        capture = Capture(mp)
+        convert_clip(conv.clip, conv.bank, conv.scan, tmp_path / "overlapped.mp4", opts)
+
+    serial = ConvertOptions(identity="person", hair_model=hair_model, batch=4, hair_threads=1, blend_threads=1)
+    swapper = FrameSwapper(conv.bank, serial, 30.0, align.DEFAULT_COVERAGE)
+    renderer = label.LabelRenderer(SIDE, SIDE, opts.label_style)
+    track, expected, batch = conv.scan.track(0), [], []
+    for i, frame in enumerate(video.read_frames(conv.clip)):
+        if i in conv.scan.cuts:
+            swapper.reset()
+        face = track.faces.get(i)
+        batch.append(swapper.prepare(i, frame, None if skip_reason(face, serial) else face))
+        if sum(p.crop is not None for p in batch) >= 4 or i == FRAMES - 1:
+            expected += [renderer.apply(f) for f in swapper.finish(batch)]
+            batch = []
+    swapper.close()
+    assert len(capture.frames) == len(expected) == FRAMES
+    for i, (got, want) in enumerate(zip(capture.frames, expected, strict=True)):
+        assert np.array_equal(got, want), f"frame {i} differs"
+
+
+def test_an_encoder_failure_stops_conversion_with_its_error(
+    conv: SimpleNamespace, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from famswap.errors import EncodeError
+
+    original = video.VideoWriter.write
+
+    def write(writer: video.VideoWriter, frame: np.ndarray) -> None:
+        if writer.frames_written == 5:
+            raise EncodeError("ffmpeg stopped while encoding (disk full).")
+        original(writer, frame)
+
+    monkeypatch.setattr(video.VideoWriter, "write", write)
+    with pytest.raises(EncodeError, match="disk full"):
+        convert_clip(conv.clip, conv.bank, conv.scan, tmp_path / "x.mp4", ConvertOptions(identity="person", batch=4))
+    assert not (tmp_path / "x.mp4").exists()
+
+
 def test_the_actors_hair_stays_in_front_of_the_swapped_face(curly: SimpleNamespace, hair_model: Path) -> None:
     from swap_engine.segment import HairSegmenter
 

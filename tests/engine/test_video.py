@@ -618,3 +618,49 @@ def test_comparison_animation_shrinks_to_its_byte_budget(clips: Path, tmp_path: 
     out = comparison_animation(noise, noise[::-1], tmp_path / "noise.gif", height=128, max_bytes=60_000, tools=tools)
     assert out.stat().st_size <= 60_000
     assert probe(out, tools=tools).height < 128  # redone smaller
+
+
+def test_prefetch_keeps_order_and_reraises_errors_in_the_caller() -> None:
+    assert list(video.prefetch(iter(range(50)), depth=3)) == list(range(50))
+
+    def broken():  # noqa: ANN202
+        yield 1
+        yield 2
+        raise UnsupportedMedia("clip.mp4 could not be decoded to the end.")
+
+    got = []
+    with pytest.raises(UnsupportedMedia, match="decoded to the end"):
+        for item in video.prefetch(broken(), depth=1):
+            got.append(item)
+    assert got == [1, 2]
+
+
+def test_closing_prefetch_stops_the_reader_and_closes_its_source() -> None:
+    closed = []
+
+    def endless():  # noqa: ANN202
+        try:
+            n = 0
+            while True:
+                yield n
+                n += 1
+        finally:
+            closed.append(True)
+
+    frames = video.prefetch(endless(), depth=2)
+    assert [next(frames) for _ in range(3)] == [0, 1, 2]
+    frames.close()
+    assert closed == [True]
+
+
+@pytest.mark.skipif(not hasattr(__import__("fcntl"), "F_SETPIPE_SZ"), reason="Linux only")
+def test_frame_pipes_are_grown_to_hold_a_frame(tmp_path: Path) -> None:
+    read_end, write_end = os.pipe()
+    try:
+        assert video.grow_pipe(read_end, 300_000) >= 300_000
+        assert video.grow_pipe(read_end, 1000) >= 1 << 16  # never shrunk below the default
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    with (tmp_path / "file").open("wb") as f:
+        assert video.grow_pipe(f.fileno(), 300_000) == 0  # not a pipe
