@@ -56,7 +56,7 @@ if info.has_audio:
 EOF
 chmod +x "$OUT/shim/ffprobe"
 
-ROWS="$OUT/rows${TAG:+-$TAG}.md"
+ROWS="$OUT/rows${TAG:+-$TAG}${SEED:+-seed$SEED}.md"
 : > "$ROWS"
 for M in "${MINUTES[@]}"; do
     budget=(--train-minutes "$M")

@@ -37,12 +37,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-hair", action="store_true", help="landmark hull only, no hair segmenter")
     parser.add_argument("--no-pose-fade", action="store_true")
     parser.add_argument("--sharpen", type=float, default=1.0)
+    parser.add_argument("--no-learned-mask", action="store_true",
+                        help="ignore the decoder's learned mask (blend over the actor's face mask alone)")
     parser.add_argument("--color", default="reinhard", choices=("reinhard", "histogram", "none"))
     parser.add_argument("--crop-px", type=int, default=None)
     parser.add_argument("--detail", type=float, default=0.0)
     parser.add_argument("--detail-sigma", type=float, default=1.0)
     args = parser.parse_args(argv)
     settings = Settings.load()
+    if args.no_learned_mask:
+        import swap_engine.train as train
+
+        plain = train.swap_faces
+        train.swap_faces = lambda *a, **k: (plain(*a, **k)[0], None)  # type: ignore[assignment]
     files = sorted(args.identity_from)
     person = "p" + hashlib.sha256("".join(pipeline.file_digest(f) for f in files).encode()).hexdigest()[:12]
     with tempfile.TemporaryDirectory() as tmp:
