@@ -88,11 +88,11 @@ async def run(args: argparse.Namespace, shared: Path, tmp: Path) -> None:
 
     import swap_engine.convert
     import swap_engine.faceset
-    from famswap.config import Settings
+    from common.config import Settings
     from storage import JobKind, JobStatus, UploadKind, open_storage
     from swap_engine import pipeline
     from swap_engine.video import probe
-    from swap_engine.worker import Worker
+    from worker.loop import Worker
 
     if args.threads:
         torch.set_num_threads(args.threads)

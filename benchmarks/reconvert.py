@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from famswap.config import Settings  # noqa: E402
+from common.config import Settings  # noqa: E402
 from famswap.local import _hair_model, _landmarker, _load_local_bank  # noqa: E402
 from swap_engine import pipeline  # noqa: E402
 from swap_engine.convert import ConvertOptions, convert_clip  # noqa: E402

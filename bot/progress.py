@@ -26,7 +26,7 @@ import discord
 
 from bot.results import interaction_webhook, post_outcome, results_private, token_alive
 from bot.uploads import sniff
-from famswap.errors import FamswapError
+from common.errors import FamswapError
 from storage import Job, JobKind, JobPost, JobStatus, JobUpdate
 
 if TYPE_CHECKING:

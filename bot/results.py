@@ -25,7 +25,7 @@ import discord
 
 from bot.uploads import sniff
 from bot.views.show_result import show_result_view
-from famswap.errors import FamswapError, NotFound
+from common.errors import FamswapError, NotFound
 from storage import BlobRef, Job, JobKind, JobPost, JobStatus, JobUpdate, Result, UploadStatus, Visibility
 
 if TYPE_CHECKING:

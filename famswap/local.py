@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from famswap.config import Settings
-from famswap.errors import NoFaceFound, NotFound, UnsupportedMedia
+from common.config import Settings
+from common.errors import NoFaceFound, NotFound, UnsupportedMedia
 from famswap.progress import StageBar, format_duration
 
 log = logging.getLogger("famswap")
@@ -97,7 +97,7 @@ def _faceset_from_paths(settings: Settings, paths: list[Path], work: Path) -> tu
     from swap_engine.faceset import build_faceset
     from swap_engine.media import sniff_kind
     from swap_engine.pipeline import file_digest
-    from swap_engine.worker import check_video
+    from worker.context import check_video
 
     for p in paths:
         _check_input(p)
@@ -252,7 +252,7 @@ def _stored_faceset(settings: Settings, name: str, work: Path) -> tuple[str, Pat
 
     async def fetch() -> tuple[str, Path]:
         from storage import open_storage
-        from swap_engine.worker import unpack_faceset
+        from swap_engine.faceset import unpack_faceset
 
         async with open_storage(settings) as store:
             identity = await store.find_identity(LOCAL_GUILD, LOCAL_USER, name)
@@ -268,7 +268,7 @@ def _stored_faceset(settings: Settings, name: str, work: Path) -> tuple[str, Pat
 
 def enroll(settings: Settings, name: str, paths: list[Path]) -> int:
     """`famswap enroll`: store the inputs and build the face set through the worker; one line per input."""
-    from swap_engine.worker import enroll_local
+    from worker.local import enroll_local
 
     outcome = _run(enroll_local(settings, LOCAL_GUILD, LOCAL_USER, name, paths))
     for line in outcome.lines:  # type: ignore[attr-defined]

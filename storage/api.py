@@ -1,7 +1,7 @@
 """The storage API the bot, the worker and the CLI call: typed async methods, consent rules, no SQL outside storage/.
 
 Open it once per process with ``async with open_storage(settings) as store:``. Every method that reads guild data
-takes the guild id, so an identity never crosses guilds. Errors a user can cause are ``famswap.errors`` subclasses
+takes the guild id, so an identity never crosses guilds. Errors a user can cause are ``common.errors`` subclasses
 whose message says what to do (``NotFound``, ``NotAllowed`` naming whom to ask, ``QuotaExceeded`` saying when the
 limit resets).
 """
@@ -22,8 +22,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from famswap.config import Settings
-from famswap.errors import FamswapError, JobCancelled, NotAllowed, NotFound, QuotaExceeded
+from common.config import Settings
+from common.errors import FamswapError, JobCancelled, NotAllowed, NotFound, QuotaExceeded
 from storage import files, forget, queue
 from storage import queries as Q
 from storage.crypto import KEY_HINT, KeyFileError, load_or_create_key

@@ -27,7 +27,7 @@ from typing import Any
 
 import aiosqlite
 
-from famswap.errors import FamswapError
+from common.errors import FamswapError
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from famswap.errors import QuotaExceeded
+from common.errors import QuotaExceeded
 from storage import queries as Q
 from storage.db import Database, Tx
 from storage.files import release

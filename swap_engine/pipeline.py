@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from famswap.errors import MediaTooLarge, NoFaceFound
+from common.errors import MediaTooLarge, NoFaceFound
 from swap_engine import align, video
 from swap_engine.pose_fade import PoseRange
 from swap_engine.track import ClipScan, Track, contact_sheet, save_image, scan_clip, track_thumbnail

@@ -65,7 +65,7 @@ class ClipScan:
 
     def track(self, index: int) -> Track:
         if not 0 <= index < len(self.tracks):
-            from famswap.errors import NoFaceFound
+            from common.errors import NoFaceFound
 
             raise NoFaceFound(
                 f"The clip has {len(self.tracks)} face track(s); there is no track {index}.",

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from famswap.errors import TrainingError
+from common.errors import TrainingError
 from swap_engine.augment import AugmentConfig, augment_batch
 from swap_engine.losses import face_loss, mask_loss, pixel_weight, region_weights
 from swap_engine.model import FaceBank, load_bank, save_bank

@@ -59,7 +59,7 @@ from typing import IO, Any, Literal, TypeVar
 
 import numpy as np
 
-from famswap.errors import EncodeError, MediaTooLarge, UnsupportedMedia
+from common.errors import EncodeError, MediaTooLarge, UnsupportedMedia
 from swap_engine.ffmpeg_bin import SNAPSHOT, FFmpegTools, Release, find_ffmpeg
 
 # ffmpeg demuxer names we accept for user videos. Anything else (hls, concat, image2, *_pipe, raw streams...)

@@ -39,14 +39,14 @@ import numpy as np
 import pytest
 from PIL import Image, ImageSequence
 
-from famswap.config import Settings
-from famswap.errors import FamswapError, NotAllowed, NotFound
+from common.config import Settings
+from common.errors import FamswapError, NotAllowed, NotFound
 from storage import IdentityStatus, JobKind, JobStatus, Storage, UploadKind, UploadStatus, open_storage
 from storage.crypto import load_or_create_key
 from swap_engine import video
 from swap_engine.ffmpeg_bin import find_ffmpeg
 from swap_engine.label import SYNTHETIC_METADATA, label_region
-from swap_engine.worker import Worker
+from worker.loop import Worker
 
 pytestmark = pytest.mark.slow
 

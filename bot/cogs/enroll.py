@@ -21,7 +21,7 @@ from bot.progress import announce_job
 from bot.uploads import Media, download
 from bot.views.confirm import Confirm
 from bot.views.enroll_form import WhoseFace
-from famswap.errors import UnsupportedMedia
+from common.errors import UnsupportedMedia
 from storage import Identity, JobKind, UploadKind
 
 if TYPE_CHECKING:

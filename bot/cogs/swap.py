@@ -16,7 +16,7 @@ from bot.results import filesize_limit
 from bot.uploads import Media, download
 from bot.views.pick_face import PickFace
 from bot.views.show_result import ShowResult
-from famswap.errors import NotAllowed, NotFound, UnsupportedMedia
+from common.errors import NotAllowed, NotFound, UnsupportedMedia
 from storage import Identity, IdentityStatus, Job, JobKind, JobStatus, UploadKind
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from bot.app import FamswapBot, build_bot
-from famswap.config import Settings
+from common.config import Settings
 from storage import Identity, Job, JobKind, Storage, UploadStatus, open_storage
 from tests.bot.fake_discord import FakeChannel, FakeDiscord, FakeGuild, FakeUser
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from famswap.errors import NotFound
+from common.errors import NotFound
 from storage import JobKind, JobStatus, Storage
 from tests.bot.conftest import BotRunner, Family, StandInWorker, image_bytes, ready_identity
 from tests.bot.fake_discord import FakeDiscord, FakeInteraction, FakeMessage

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from storage_testkit import FakeClock, data_files
 
-from famswap.config import Settings
-from famswap.errors import ConfigError
+from common.config import Settings
+from common.errors import ConfigError
 from storage import Storage, UploadKind, open_storage
 from storage import queries as Q
 from storage.crypto import (

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import storage_testkit as kit
 
-from famswap.config import Settings
+from common.config import Settings
 from storage import JobKind, JobStatus, open_storage
 
 SPAWN = multiprocessing.get_context("spawn")

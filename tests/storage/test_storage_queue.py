@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from storage_testkit import FakeClock
 
-from famswap.config import Settings
-from famswap.errors import NotAllowed, QuotaExceeded
+from common.config import Settings
+from common.errors import NotAllowed, QuotaExceeded
 from storage import JobKind, JobStatus, LeaseLost, Storage, open_storage
 
 
@@ -237,7 +237,7 @@ async def test_list_jobs_and_guild_scoping(store: Storage) -> None:
 
 
 async def test_release_hands_the_job_back_without_counting_the_attempt(tmp_path: Path) -> None:
-    from famswap.config import Settings
+    from common.config import Settings
     from storage import JobKind, JobStatus, open_storage
 
     settings = Settings.load(

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from famswap.config import Settings
-from famswap.errors import NotFound
+from common.config import Settings
+from common.errors import NotFound
 from storage import IdentityStatus, JobKind, JobStatus, UploadKind, open_storage
 from swap_engine import pipeline
-from swap_engine import worker as worker_module
 from tests.worker.conftest import Enrolled, Media
 from tests.worker.workerkit import ALICE, BOB, CLIP_FRAMES, GUILD, RecordingWorker, count_frames, wait_job
+from worker import loop as worker_module
 
 
 async def test_prepare_then_swap_complete_through_the_real_stages(
@@ -139,14 +139,14 @@ async def test_a_shutdown_just_after_the_last_stage_keeps_the_finished_work(
     fresh_settings: Settings, media: Media, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     worker = RecordingWorker(fresh_settings)
-    prepare = worker_module._HANDLERS[JobKind.PREPARE]
+    prepare = worker_module.HANDLERS[JobKind.PREPARE]
 
     def prepare_then_sigterm(ctx: worker_module.JobContext) -> worker_module.Outcome:
         outcome = prepare(ctx)
         worker.request_stop()  # what the SIGTERM handler does, arriving as the job finishes
         return outcome
 
-    monkeypatch.setitem(worker_module._HANDLERS, JobKind.PREPARE, prepare_then_sigterm)
+    monkeypatch.setitem(worker_module.HANDLERS, JobKind.PREPARE, prepare_then_sigterm)
     async with open_storage(fresh_settings, synchronous="NORMAL") as store:
         alice = await store.create_identity(GUILD, ALICE, "Alice")
         await store.add_upload(
