@@ -123,7 +123,7 @@ async def run(args: argparse.Namespace, shared: Path, tmp: Path) -> None:
     )
     print(f"person {args.selfie.name}")
 
-    payload: dict[str, Any] = {"quality": quality, "filename": args.clip.name}
+    payload: dict[str, Any] = {"quality": quality, "clip_name": args.clip.name}
     if args.train_minutes is not None:
         payload["train_seconds"] = args.train_minutes * 60.0
     async with open_storage(settings) as store:

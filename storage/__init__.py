@@ -4,6 +4,16 @@ Clients import from here only: ``from storage import open_storage, Storage, JobK
 """
 
 from storage.api import UNSET, BankConflict, LeaseLost, Limits, Source, Storage, open_storage
+from storage.jobs import (
+    JobSpec,
+    JobSpecError,
+    PrepareJob,
+    RefitJob,
+    SwapJob,
+    TrainJob,
+    job_from_dict,
+    job_from_json,
+)
 from storage.records import (
     Bank,
     BlobRef,
@@ -44,6 +54,14 @@ __all__ = [
     "IdentityStatus",
     "Job",
     "JobKind",
+    "JobSpec",
+    "JobSpecError",
+    "PrepareJob",
+    "RefitJob",
+    "SwapJob",
+    "TrainJob",
+    "job_from_dict",
+    "job_from_json",
     "JobPost",
     "JobStatus",
     "JobUpdate",

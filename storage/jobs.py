@@ -9,9 +9,17 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, fields
+from enum import StrEnum
 from typing import Any, ClassVar
 
-from storage.records import JobKind
+
+class JobKind(StrEnum):
+    """What a worker does with a job: build a face set, fine-tune a bank, swap a clip, or make a finished swap smaller."""
+
+    PREPARE = "prepare"
+    TRAIN = "train"
+    SWAP = "swap"
+    REFIT = "refit"
 
 
 class JobSpecError(ValueError):

@@ -122,7 +122,7 @@ class FaceRecord:
         return cls(
             file=str(data["file"]),
             source=str(data["source"]),
-            frame=None if data.get("frame") is None else int(data["frame"]),  # type: ignore[arg-type]
+            frame=None if data.get("frame") is None else int(str(data["frame"])),
             points=np.asarray(data["points"], np.float32).reshape(-1, 2),
             yaw=float(data["yaw"]),  # type: ignore[arg-type]
             pitch=float(data["pitch"]),  # type: ignore[arg-type]

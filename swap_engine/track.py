@@ -97,7 +97,7 @@ def link_tracks(per_frame: Sequence[Sequence[Face]], cuts: Iterable[int] = (), m
             finished.extend(open_tracks)
             open_tracks = []
         # Close tracks that have not been seen for too long.
-        still_open = []
+        still_open: list[Track] = []
         for t in open_tracks:
             (still_open if i - t.last <= _MAX_GAP else finished).append(t)
         open_tracks = still_open

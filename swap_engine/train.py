@@ -36,7 +36,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -283,7 +283,7 @@ class Trainer:
         self.channels_last = cfg.channels_last if cfg.channels_last is not None else cuda
         bank.to(self.device)
         if self.channels_last:
-            bank.to(memory_format=torch.channels_last)
+            bank.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub lacks it
 
         # Frozen decoders get no gradient and stay out of the optimizer: bit-identical afterwards.
         bank.requires_grad_(False)
@@ -294,7 +294,7 @@ class Trainer:
         fused = {"fused": True} if cuda else {"foreach": True}
         self.opt = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, **fused)
         self._encode: Callable[[torch.Tensor], torch.Tensor] = bank.encoder
-        self._decoders: dict[str, Callable] = {i: bank.decoder(i) for i in self.ids}
+        self._decoders: dict[str, Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]] = {i: bank.decoder(i) for i in self.ids}
         if cfg.compile:
             self._encode = torch.compile(bank.encoder)
             self._decoders = {i: torch.compile(d) for i, d in self._decoders.items()}
@@ -347,9 +347,10 @@ class Trainer:
         )  # (kB, S, S, 3) uint8
         maps = torch.cat([self._maps[i][j] for i, j in zip(self.ids, idx, strict=True)])  # (kB, 2, S, S)
         faces = faces.permute(0, 3, 1, 2).float().div_(255)  # (kB, 3, O, O), O = the decoder's output size
-        warped, target, maps = augment_batch(faces, maps, cfg.augment, self.gen)
+        warped, target, warped_maps = augment_batch(faces, maps, cfg.augment, self.gen)
+        assert warped_maps is not None  # maps in, maps out
         warped = self._to_input(warped)  # (kB, 3, S, S)
-        mask, emphasis = maps[:, :1], maps[:, 1:]  # (kB, 1, O, O) each
+        mask, emphasis = warped_maps[:, :1], warped_maps[:, 1:]  # (kB, 1, O, O) each
         if self.channels_last:
             warped = warped.contiguous(memory_format=torch.channels_last)
 
@@ -363,7 +364,7 @@ class Trainer:
         terms_t = torch.stack(terms).view(k, 2)  # (identities, [face, mask])
         total = terms_t[:, 0].sum() + cfg.mask_weight * terms_t[:, 1].sum()
         self.opt.zero_grad(set_to_none=True)
-        total.backward()
+        total.backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward is unannotated
         values = terms_t.detach().float().cpu()  # the step's one sync
         if not torch.isfinite(values).all():
             raise TrainingError(
@@ -416,7 +417,7 @@ class Trainer:
         t = min(1.0, (done - cfg.decay_from) / max(1e-9, 1.0 - cfg.decay_from))
         return cfg.lr * (cfg.final_lr + (1.0 - cfg.final_lr) * 0.5 * (1.0 + math.cos(math.pi * t)))
 
-    def _autocast(self):
+    def _autocast(self) -> AbstractContextManager[Any]:
         if not self.amp:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)

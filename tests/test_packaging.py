@@ -101,6 +101,13 @@ def test_every_package_is_checked() -> None:
     assert packages == OURS, "a new package needs its place in the import rules below"
 
 
+def test_every_package_is_installed_and_copied_into_the_image() -> None:
+    include = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"]
+    assert {p.rstrip("*") for p in include["find"]["include"]} == OURS
+    copied = {rest.split()[0] for word, rest in _dockerfile_instructions() if word == "COPY"}
+    assert OURS <= copied, f"the Dockerfile does not copy {sorted(OURS - copied)}"
+
+
 def test_the_leaf_imports_nothing_of_ours() -> None:
     assert not _imports("common") & OURS
 

@@ -8,17 +8,45 @@ import asyncio
 import re
 import tarfile
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from common.config import Settings
 from common.errors import JobCancelled, NoFaceFound
-from storage import Identity, Job, Storage
+from storage import Identity, Job, JobSpec, Storage, SwapJob, TrainJob
 from swap_engine import pipeline
 from swap_engine.faceset import unpack_faceset
 from swap_engine.video import VideoInfo, probe
+
+S = TypeVar("S", bound=JobSpec)
+
+# Where each stage's progress lies in a job's 0-100 %: the bot shows the overall figure, the command line a bar per
+# stage (``stage_fraction``).
+STAGE_SPANS: dict[str, tuple[float, float]] = {
+    "faces": (0.0, 100.0),  # prepare
+    "scan": (0.0, 15.0),
+    "actor": (15.0, 20.0),
+    "train": (20.0, 80.0),
+    "convert": (80.0, 99.0),
+}
+
+ProgressHook = Callable[[str, float, str], None]  # (stage, fraction of the stage done in [0, 1], message)
+
+
+def stage_percent(stage: str, fraction: float) -> float:
+    """The job's percent when ``fraction`` of ``stage`` is done."""
+    start, end = STAGE_SPANS[stage]
+    return start + (end - start) * min(1.0, max(0.0, fraction))
+
+
+def stage_fraction(stage: str, percent: float | None) -> float:
+    """How much of ``stage`` a job's ``percent`` means (0 for a stage without a span)."""
+    if percent is None or stage not in STAGE_SPANS:
+        return 0.0
+    start, end = STAGE_SPANS[stage]
+    return min(1.0, max(0.0, (percent - start) / max(end - start, 1e-9)))
 
 
 class Interrupted(Exception):
@@ -38,6 +66,7 @@ class JobContext:
     settings: Settings
     cancelled: threading.Event = field(default_factory=threading.Event)
     shutting_down: threading.Event = field(default_factory=threading.Event)
+    on_progress: ProgressHook | None = None  # the command line's bars; called from the engine thread
 
     def call(self, coro: Coroutine[Any, Any, Any]) -> Any:
         """Run a storage coroutine on the worker's event loop from the engine thread and wait for it."""
@@ -53,8 +82,15 @@ class JobContext:
         if self.shutting_down.is_set():
             raise Interrupted()
 
-    def progress(self, stage: str, percent: float | None, message: str, preview: bytes | None = None) -> None:
-        self.check()
+    def progress(self, stage: str, fraction: float, message: str, preview: bytes | None = None, *,
+                 check: bool = True) -> None:
+        """Report ``fraction`` of ``stage`` done (to storage, where the bot reads it, and to ``on_progress``);
+        with ``check``, first raise if the job was cancelled or the worker is stopping."""
+        if check:
+            self.check()
+        if self.on_progress is not None:
+            self.on_progress(stage, fraction, message)
+        percent = stage_percent(stage, fraction) if stage in STAGE_SPANS else None
         self.call(
             self.store.report_progress(
                 self.job.id, self.worker_id, stage=stage, percent=percent, message=message, preview=preview
@@ -64,11 +100,18 @@ class JobContext:
     def save_state(self, state: dict[str, Any], checkpoint: Path | None = None) -> None:
         self.call(self.store.save_checkpoint(self.job.id, self.worker_id, state, checkpoint=checkpoint))
 
+    def spec(self, kind: type[S]) -> S:
+        """The job's typed payload, which must be a ``kind`` (each handler asks for its own)."""
+        payload = self.job.payload
+        if not isinstance(payload, kind):
+            raise TypeError(f"job {self.job.id} carries a {type(payload).__name__}, not a {kind.__name__}")
+        return payload
+
     def model_name(self) -> str:
         """The model to train: the job's choice, else the setting, else the device's default."""
-        s = self.settings
-        chosen = self.job.payload.get("model") or (s.model if s.model != "auto" else None)
-        return str(chosen or pipeline.default_model(self.device))
+        spec = self.job.payload
+        chosen = spec.model if isinstance(spec, SwapJob | TrainJob) else None
+        return pipeline.choose_model(chosen, self.settings.model, self.device)
 
 
 @dataclass
@@ -101,10 +144,10 @@ def named(text: str, stored: str, shown: str) -> str:
 
 def train_seconds(ctx: JobContext) -> float:
     """The training budget: the payload's override, else by device and quality (see ``Settings.train_seconds``)."""
-    payload = ctx.job.payload
-    if payload.get("train_seconds"):
-        return float(payload["train_seconds"])
-    return ctx.settings.train_seconds(ctx.device, payload.get("quality"))
+    spec = ctx.job.payload
+    if isinstance(spec, SwapJob | TrainJob) and spec.train_seconds:
+        return float(spec.train_seconds)
+    return ctx.settings.train_seconds(ctx.device, spec.quality if isinstance(spec, SwapJob) else None)
 
 
 def identity_faces(ctx: JobContext, identity: Identity) -> Path:

@@ -18,9 +18,9 @@ from common.config import Settings
 from common.errors import FamswapError, JobCancelled
 from storage import Job, JobKind, LeaseLost, Storage, open_storage
 from swap_engine import pipeline
-from worker.context import Interrupted, JobContext, Outcome
+from worker.context import Interrupted, JobContext, Outcome, ProgressHook
 from worker.prepare import run_prepare
-from worker.swap import run_swap
+from worker.swap import run_refit, run_swap
 from worker.train import run_train
 
 log = logging.getLogger("famswap.worker")
@@ -34,6 +34,7 @@ HANDLERS: dict[JobKind, Callable[[JobContext], Outcome]] = {
     JobKind.PREPARE: run_prepare,
     JobKind.SWAP: run_swap,
     JobKind.TRAIN: run_train,
+    JobKind.REFIT: run_refit,
 }
 
 
@@ -45,8 +46,10 @@ class Worker:
     """Claims jobs one at a time (per slot) and runs them; see the module docstring."""
 
     def __init__(self, settings: Settings, device: str | None = None, *, worker_id: str | None = None,
-                 heartbeat_s: float = HEARTBEAT_S, lease_s: float = LEASE_S) -> None:
+                 heartbeat_s: float = HEARTBEAT_S, lease_s: float = LEASE_S,
+                 on_progress: ProgressHook | None = None) -> None:
         self.settings = settings
+        self.on_progress = on_progress
         self.device = pipeline.resolve_device(device or settings.device)
         self.worker_id = worker_id or f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.heartbeat_s = heartbeat_s
@@ -105,7 +108,8 @@ class Worker:
         # a folder of its own, which this one's clean-up never touches.
         attempt = f"{job.attempts}-{uuid.uuid4().hex[:8]}"
         folder = store.job_dir(job.id, attempt)
-        ctx = JobContext(store, job, self.worker_id, folder, loop, self.device, self.settings)
+        ctx = JobContext(store, job, self.worker_id, folder, loop, self.device, self.settings,
+                         on_progress=self.on_progress)
         ctx.shutting_down = self.stopping
         log.info("job %d (%s) started on %s, attempt %d", job.id, job.kind.value, self.device, job.attempts)
         beat = asyncio.create_task(self._heartbeat(ctx))

@@ -54,7 +54,7 @@ def run_prepare(ctx: JobContext) -> Outcome:
         keep = IdentityStatus.READY if identity.faceset is not None else IdentityStatus.EMPTY
         ctx.call(store.set_identity_status(guild, identity_id, keep))
         raise refused[0]
-    ctx.progress("faces", 0, f"looking for {identity.display_name}'s face in {len(paths)} file(s)")
+    ctx.progress("faces", 0.0, f"looking for {identity.display_name}'s face in {len(paths)} file(s)")
     out = ctx.folder / "faceset"
     s = ctx.settings
     try:
@@ -66,7 +66,7 @@ def run_prepare(ctx: JobContext) -> Outcome:
             hair_model=hair_segmenter_path(s.models_path),
             max_video_seconds=s.max_clip_seconds,
             max_video_pixels=s.max_clip_pixels,
-            on_progress=lambda fraction, message: ctx.progress("faces", fraction * 100, message),
+            on_progress=lambda fraction, message: ctx.progress("faces", fraction, message),
         )
     except NoFaceFound as exc:
         for u in by_source.values():

@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from common.errors import FamswapError, NoFaceFound
-from storage import Identity
+from storage import Identity, RefitJob, SwapJob
 from swap_engine import pipeline
 from swap_engine.label import mark_gif_synthetic
 from worker.context import (
@@ -35,24 +35,22 @@ def run_refit(ctx: JobContext) -> Outcome:
     from swap_engine.label import SYNTHETIC_METADATA
     from swap_engine.video import fit_to_size
 
-    job = ctx.job
+    job, spec = ctx.job, ctx.spec(RefitJob)
     if job.input is None:
         raise NoFaceFound("There is no video to make smaller.", hint="Run the swap again.")
-    max_bytes = int(job.payload.get("max_bytes") or ctx.settings.output_max_bytes)
-    ctx.progress("convert", 10, "making the video smaller for this server")
+    max_bytes = spec.max_bytes
+    ctx.progress("convert", 0.1, "making the video smaller for this server")
     (ctx.folder / "input").mkdir(exist_ok=True)
     src = ctx.call(ctx.store.decrypt_to(job.input, ctx.folder / "input" / "swap.mp4"))
     out = ctx.folder / "smaller.mp4"
     fit = fit_to_size(src, out, max_bytes, metadata=SYNTHETIC_METADATA)
-    return Outcome(video=out, report={"kind": "swap", "refit_of": job.payload.get("refit_of"),
+    return Outcome(video=out, report={"kind": "refit", "refit_of": spec.refit_of,
                                       "bytes": fit.size_bytes, "width": fit.width, "height": fit.height})
 
 
 def run_swap(ctx: JobContext) -> Outcome:
     """scan → (choose) → actor → train → convert, resuming after the last finished stage."""
-    if ctx.job.payload.get("refit_of"):
-        return run_refit(ctx)
-    shown = str(ctx.job.payload.get("filename") or ctx.job.payload.get("clip_name") or "clip.mp4")
+    shown = ctx.spec(SwapJob).clip_name
     stored = f"clip{safe_suffix(shown) or '.mp4'}"
     try:
         return _run_swap(ctx, stored)
@@ -65,7 +63,7 @@ def _run_swap(ctx: JobContext, stored: str) -> Outcome:
     from swap_engine.convert import ConvertOptions, convert_clip
     from swap_engine.model import load_bank
 
-    job, payload = ctx.job, ctx.job.payload
+    job, spec = ctx.job, ctx.spec(SwapJob)
     (identity_id,) = job.identity_ids
     identity: Identity = ctx.call(ctx.store.get_identity(job.guild_id, identity_id))
     if job.input is None:
@@ -83,21 +81,19 @@ def _run_swap(ctx: JobContext, stored: str) -> Outcome:
     if not scan_path.is_file():
         from swap_engine.assets import landmarker_path
 
-        ctx.progress("scan", 0, "finding faces in the clip")
+        ctx.progress("scan", 0.0, "finding faces in the clip")
         scan = pipeline.scan_video(
             clip, landmarker_path(ctx.settings.models_path), max_frames=ctx.settings.max_clip_frames,
-            on_progress=lambda d, t, m: ctx.progress("scan", 15 * d / t, m),
+            on_progress=lambda d, t, m: ctx.progress("scan", d / max(t, 1), m),
         )  # fmt: skip
         pipeline.save_scan(scan, scan_path)
         state["stage"] = "scan"
         ctx.save_state(state, pack_state(ctx, ["scan.npz"]))
     scan = pipeline.load_scan(scan_path)
 
-    track = payload.get("track")
-    if track is None and payload.get("face") is not None:  # the bot's face: N counts from 1 (its "Face N" buttons)
-        track = int(payload["face"]) - 1
+    track = spec.track
     if track is None:
-        if len(scan.tracks) > 1 and scan.tracks[1].score >= COMPETING_TRACK_SHARE * scan.tracks[0].score:
+        if spec.ask and len(scan.tracks) > 1 and scan.tracks[1].score >= COMPETING_TRACK_SHARE * scan.tracks[0].score:
             # Numbered from 1, like the bot's "Face N" buttons and /swap face:N.
             sheet = pipeline.write_contact_sheet(clip, scan, ctx.folder / "tracks.jpg", first_number=1)
             # The bot's protocol: the clip is kept as the video (the job's input is released when it ends), so the
@@ -113,7 +109,7 @@ def _run_swap(ctx: JobContext, stored: str) -> Outcome:
 
     actor_path = ctx.folder / f"actor-t{track}.npz"
     if not actor_path.is_file():
-        ctx.progress("actor", 16, f"collecting the actor's face ({len(chosen.faces)} frames)")
+        ctx.progress("actor", 0.2, f"collecting the actor's face ({len(chosen.faces)} frames)")
         from swap_engine.assets import hair_segmenter_path
 
         pipeline.extract_actor(clip, scan, int(track), actor_path,
@@ -124,11 +120,11 @@ def _run_swap(ctx: JobContext, stored: str) -> Outcome:
         person_faces = identity_faces(ctx, identity)
         actor = f"actor-{job.id}"
         train(ctx, {person: person_faces, actor: actor_path}, {identity.id: identity.faceset_version},
-               state, ["scan.npz"], 20.0, 60.0)
+               state, ["scan.npz"])
     ctx.check()
     bank, _ = load_bank(ctx.folder / "bank.pt")
     out = ctx.folder / "swap.mp4"
-    max_bytes = int(payload.get("max_bytes") or ctx.settings.output_max_bytes)
+    max_bytes = spec.max_bytes or ctx.settings.output_max_bytes
     from swap_engine.assets import hair_segmenter_path
 
     opts = ConvertOptions(identity=person, track=int(track), device=ctx.device, max_bytes=max_bytes,
@@ -136,7 +132,7 @@ def _run_swap(ctx: JobContext, stored: str) -> Outcome:
                           pose_range=pipeline.pose_range(identity_faces(ctx, identity)))
     report = convert_clip(
         clip, bank, scan, out, opts,
-        on_progress=lambda d, t: ctx.progress("convert", 80 + 19 * d / max(t, 1), f"swapping frame {d} of {t}")
+        on_progress=lambda d, t: ctx.progress("convert", d / max(t, 1), f"swapping frame {d} of {t}")
         if d % 10 == 0 or d == t else ctx.check(),
         comparison_path=ctx.folder / "compare.gif",
     )  # fmt: skip
@@ -144,7 +140,7 @@ def _run_swap(ctx: JobContext, stored: str) -> Outcome:
     if comparison is not None and comparison.suffix.lower() == ".gif":
         mark_gif_synthetic(comparison)
     data = asdict(report)
-    data.update({"kind": "swap", "identity": identity.display_name, "track": int(track),
-                 "clip_seconds": info.duration, "train_step": state.get("train_step")})
+    data.update({"kind": "swap", "identity": identity.display_name, "track": int(track), "tracks": len(scan.tracks),
+                 "model": bank.cfg.name, "clip_seconds": info.duration, "train_step": state.get("train_step")})
     return Outcome(video=out, comparison=comparison, report=data)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import TrainingError
-from storage import BankConflict
+from storage import BankConflict, SwapJob, TrainJob
 from swap_engine import pipeline
 from swap_engine.label import labelled_jpeg
 from worker.bank import bank_from_storage, bank_to_storage
@@ -18,14 +18,14 @@ from worker.context import JobContext, Outcome, identity_faces, pack_state, rest
 log = logging.getLogger("famswap.worker")
 
 def train(ctx: JobContext, faces: dict[str, Path], identities: dict[int, int], state: dict[str, Any],
-           keep: list[str], stage_base: float, stage_span: float) -> Any:
+           keep: list[str]) -> Any:
     """Train the guild's bank on ``faces`` (identity key → faces) and save the stored identities' decoders."""
     from swap_engine.model import save_bank
 
     model = ctx.model_name()
     bank, version, _ = bank_from_storage(ctx, model, ctx.folder)
     bank_path = ctx.folder / "bank.pt"
-    save_bank(bank_path, bank)  # type: ignore[arg-type]
+    save_bank(bank_path, bank)
     seconds = train_seconds(ctx)
     checkpoint = ctx.folder / "train.ckpt"
     last_saved = [checkpoint.stat().st_mtime if checkpoint.exists() else 0.0]
@@ -34,19 +34,19 @@ def train(ctx: JobContext, faces: dict[str, Path], identities: dict[int, int], s
         total = p.losses.get("total")
         message = f"training: step {p.step}" + (f", loss {total:.3f}" if total is not None else "")
         preview = None if p.preview is None else labelled_jpeg(p.preview)
-        ctx.call(ctx.store.report_progress(
-            ctx.job.id, ctx.worker_id, stage="train",
-            percent=stage_base + stage_span * min(1.0, p.elapsed_s / max(seconds, 1e-6)), message=message,
-            preview=preview,
-        ))  # fmt: skip
+        done = p.step / plan.steps if plan.steps else p.elapsed_s / max(seconds, 1e-6)
+        ctx.progress("train", done, message, preview, check=False)
         if checkpoint.exists() and checkpoint.stat().st_mtime > last_saved[0]:
             last_saved[0] = checkpoint.stat().st_mtime
             ctx.save_state({**state, "stage": "train", "train_step": p.step}, pack_state(ctx, keep + ["train.ckpt"]))
 
     from swap_engine.assets import hair_segmenter_path
 
+    spec = ctx.job.payload
     plan = pipeline.TrainPlan(faces=faces, bank_path=bank_path, checkpoint=checkpoint, model=model,
-                              device=ctx.device, seconds=seconds, seed=int(ctx.job.payload.get("seed", 0)),
+                              device=ctx.device, seconds=seconds,
+                              seed=spec.seed if isinstance(spec, SwapJob | TrainJob) else 0,
+                              steps=spec.train_steps if isinstance(spec, SwapJob) else None,
                               hair_model=hair_segmenter_path(ctx.settings.models_path))
     result = train_with_oom_fallback(plan, on_progress, ctx.should_stop)
     if result.stopped in ("cancelled", "signal"):
@@ -86,6 +86,6 @@ def run_train(ctx: JobContext) -> Outcome:
     identities = [ctx.call(ctx.store.get_identity(ctx.job.guild_id, i)) for i in ctx.job.identity_ids]
     faces = {i.engine_id: identity_faces(ctx, i) for i in identities}
     state = restore_state(ctx)
-    result = train(ctx, faces, {i.id: i.faceset_version for i in identities}, state, [], 0.0, 100.0)
+    result = train(ctx, faces, {i.id: i.faceset_version for i in identities}, state, [])
     return Outcome(report={"kind": "train", "steps": result.step, "losses": result.losses})
 

@@ -15,7 +15,7 @@ from storage import JobKind, JobStatus, LeaseLost, Storage, open_storage
 
 async def _jobs(store: Storage, guild: int, owner: int, n: int, **kw) -> list[int]:
     return [
-        (await store.enqueue(guild, owner, JobKind.SWAP, {"n": i}, enforce_quota=False, **kw)).id
+        (await store.enqueue(guild, owner, JobKind.SWAP, {"title": f"job {i}"}, enforce_quota=False, **kw)).id
         for i in range(n)
     ]
 
