@@ -22,14 +22,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.config import Settings  # noqa: E402
-from storage import open_storage  # noqa: E402
+from storage import LOCAL_GUILD, LOCAL_USER, open_storage  # noqa: E402
 from swap_engine import pipeline  # noqa: E402
 from swap_engine.assets import hair_segmenter_path, landmarker_path  # noqa: E402
 from swap_engine.convert import ConvertOptions, convert_clip  # noqa: E402
 from swap_engine.faceset import build_faceset  # noqa: E402
 from swap_engine.model import FaceBank, bank_from_parts  # noqa: E402
 from worker.bank import decrypt_bank  # noqa: E402
-from worker.local import LOCAL_GUILD, LOCAL_USER  # noqa: E402
 
 
 async def _local_bank(settings: Settings, name: str, work: Path) -> tuple[FaceBank, str]:

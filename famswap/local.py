@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from common.config import Settings
 from common.errors import NoFaceFound, NotFound, UnsupportedMedia
 from famswap.progress import StageBar, format_duration
-from worker.local import LOCAL_GUILD, LOCAL_USER
+from storage.api import LOCAL_GUILD, LOCAL_USER
 
 log = logging.getLogger("famswap")
 T = TypeVar("T")

@@ -3,7 +3,17 @@
 Clients import from here only: ``from storage import open_storage, Storage, JobKind, ...``.
 """
 
-from storage.api import UNSET, BankConflict, LeaseLost, Limits, Source, Storage, open_storage
+from storage.api import (
+    LOCAL_GUILD,
+    LOCAL_USER,
+    UNSET,
+    BankConflict,
+    LeaseLost,
+    Limits,
+    Source,
+    Storage,
+    open_storage,
+)
 from storage.jobs import (
     JobSpec,
     JobSpecError,
@@ -41,6 +51,8 @@ from storage.records import (
 )
 
 __all__ = [
+    "LOCAL_GUILD",
+    "LOCAL_USER",
     "UNSET",
     "Bank",
     "BankConflict",

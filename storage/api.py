@@ -61,6 +61,10 @@ DAY = 86400.0
 
 Source = Path | bytes
 
+# The command line acts as one local user in one local "server" (guild); Discord ids are never 0.
+LOCAL_GUILD = 0
+LOCAL_USER = 0
+
 
 def _present(staged: Staged | None) -> Staged:
     """A staged file of a source that was given (``_staging`` yields None only for a None source)."""

@@ -24,6 +24,7 @@ import numpy as np
 
 from common.errors import MediaTooLarge, NoFaceFound
 from swap_engine import align, video
+from swap_engine.device import resolve_device as resolve_device  # the one resolver, for pipeline's callers
 from swap_engine.pose_fade import PoseRange
 from swap_engine.track import ClipScan, Track, contact_sheet, save_image, scan_clip, track_thumbnail
 
@@ -37,15 +38,6 @@ StageProgress = Callable[[float, float, str], None]  # (done, total, message)
 
 CROP_SIZE = 256  # face sets and actor crops are stored at this size; models resize to their own
 ACTOR_MAX_FACES = 400
-
-
-def resolve_device(device: str | None) -> str:
-    """``auto``/None → ``cuda`` when torch sees a GPU, else ``cpu``; anything else as given."""
-    if device in (None, "auto"):
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def configure_torch(threads: int | None) -> None:

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 
 from common.errors import TrainingError
 from swap_engine.augment import AugmentConfig, augment_batch
+from swap_engine.device import resolve_device
 from swap_engine.losses import face_loss, mask_loss, pixel_weight, region_weights
 from swap_engine.model import FaceBank, load_bank, save_bank
 
@@ -218,10 +219,9 @@ class TrainResult:
     samples_per_s: float
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+def torch_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a torch.device, ``auto``/None resolved by ``swap_engine.device.resolve_device``."""
+    return device if isinstance(device, torch.device) else torch.device(resolve_device(device))
 
 
 def identity_loss(
@@ -277,7 +277,7 @@ class Trainer:
                 )
         self.bank, self.cfg, self.checkpoint_path = bank, cfg, Path(checkpoint_path)
         self.ids = sorted(data)
-        self.device = resolve_device(cfg.device)
+        self.device = torch_device(cfg.device)
         cuda = self.device.type == "cuda"
         self.amp = cfg.amp if cfg.amp is not None else cuda
         self.channels_last = cfg.channels_last if cfg.channels_last is not None else cuda
@@ -725,7 +725,7 @@ def swap_faces(
     if crops.ndim != 4 or crops.shape[1] != crops.shape[2] or crops.shape[3] != 3 or crops.dtype != np.uint8:
         raise ValueError(f"crops must be (N, H, H, 3) uint8, got {crops.shape} {crops.dtype}")
     bank.decoder(identity)
-    dev = resolve_device(device) if device is not None else next(bank.parameters()).device
+    dev = torch_device(device) if device is not None else next(bank.parameters()).device
     bank.to(dev).eval()
     n, side, size, out_size = len(crops), crops.shape[1], bank.cfg.size, bank.cfg.out_size
     out = np.empty_like(crops)
@@ -759,6 +759,6 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "swap_faces",
-    "resolve_device",
+    "torch_device",
     "identity_loss",
 ]

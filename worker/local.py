@@ -17,16 +17,23 @@ from typing import Any
 
 from common.config import Settings
 from common.errors import FamswapError, NoFaceFound, NotFound
-from storage import Job, JobKind, JobStatus, Storage, SwapJob, UploadKind, open_storage
+from storage import (
+    LOCAL_GUILD,
+    LOCAL_USER,
+    Job,
+    JobKind,
+    JobStatus,
+    Storage,
+    SwapJob,
+    UploadKind,
+    open_storage,
+)
 from swap_engine.media import sniff_kind
 from worker.context import ProgressHook
 from worker.loop import Worker
 
 log = logging.getLogger("famswap.worker")
 
-# The command line acts as one local user in one local "guild"; Discord ids are never 0.
-LOCAL_GUILD = 0
-LOCAL_USER = 0
 
 
 def local_limits(settings: Settings) -> Settings:
