@@ -15,15 +15,15 @@ from typing import Any, TypeVar
 
 from common.config import Settings
 from common.errors import JobCancelled, NoFaceFound
-from storage import Identity, Job, JobSpec, Storage, SwapJob, TrainJob
+from storage import Identity, Job, JobKind, JobSpec, Storage, SwapJob, TrainJob
 from swap_engine import pipeline
 from swap_engine.faceset import unpack_faceset
 from swap_engine.video import VideoInfo, probe
 
 S = TypeVar("S", bound=JobSpec)
 
-# Where each stage's progress lies in a job's 0-100 %: the bot shows the overall figure, the command line a bar per
-# stage (``stage_fraction``).
+# Where each stage's progress lies in a swap's (or a prepare's) 0-100 %, the figure the bot shows; a train job is
+# all training. The command line draws a bar per stage from the stage's own fraction (``JobContext.on_progress``).
 STAGE_SPANS: dict[str, tuple[float, float]] = {
     "faces": (0.0, 100.0),  # prepare
     "scan": (0.0, 15.0),
@@ -35,18 +35,15 @@ STAGE_SPANS: dict[str, tuple[float, float]] = {
 ProgressHook = Callable[[str, float, str], None]  # (stage, fraction of the stage done in [0, 1], message)
 
 
-def stage_percent(stage: str, fraction: float) -> float:
-    """The job's percent when ``fraction`` of ``stage`` is done."""
-    start, end = STAGE_SPANS[stage]
+def stage_percent(kind: JobKind, stage: str, fraction: float) -> float | None:
+    """A job's percent when ``fraction`` of ``stage`` is done (None for a stage without a place)."""
+    if kind is JobKind.TRAIN:
+        start, end = 0.0, 100.0
+    elif stage in STAGE_SPANS:
+        start, end = STAGE_SPANS[stage]
+    else:
+        return None
     return start + (end - start) * min(1.0, max(0.0, fraction))
-
-
-def stage_fraction(stage: str, percent: float | None) -> float:
-    """How much of ``stage`` a job's ``percent`` means (0 for a stage without a span)."""
-    if percent is None or stage not in STAGE_SPANS:
-        return 0.0
-    start, end = STAGE_SPANS[stage]
-    return min(1.0, max(0.0, (percent - start) / max(end - start, 1e-9)))
 
 
 class Interrupted(Exception):
@@ -90,7 +87,7 @@ class JobContext:
             self.check()
         if self.on_progress is not None:
             self.on_progress(stage, fraction, message)
-        percent = stage_percent(stage, fraction) if stage in STAGE_SPANS else None
+        percent = stage_percent(self.job.kind, stage, fraction)
         self.call(
             self.store.report_progress(
                 self.job.id, self.worker_id, stage=stage, percent=percent, message=message, preview=preview
