@@ -32,9 +32,11 @@ RUN apt-get update \
 
 WORKDIR /opt/famswap/src
 COPY pyproject.toml README.md ./
+COPY common ./common
 COPY famswap ./famswap
 COPY swap_engine ./swap_engine
 COPY storage ./storage
+COPY worker ./worker
 COPY bot ./bot
 # torch comes from the base stage; the range in pyproject.toml accepts it, so pip keeps it.
 RUN pip install .

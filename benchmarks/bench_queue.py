@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from famswap.config import Settings
+    from common.config import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere: import the checkout's packages
@@ -28,7 +28,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere: import the check
 
 
 def _settings(home: Path) -> Settings:  # famswap and storage are imported lazily, after the path fix
-    from famswap.config import Settings
+    from common.config import Settings
 
     return Settings(home=home, key_file=home.parent / "bench.key")
 

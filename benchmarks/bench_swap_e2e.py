@@ -88,11 +88,11 @@ async def run(args: argparse.Namespace, shared: Path, tmp: Path) -> None:
 
     import swap_engine.convert
     import swap_engine.faceset
-    from famswap.config import Settings
+    from common.config import Settings
     from storage import JobKind, JobStatus, UploadKind, open_storage
     from swap_engine import pipeline
     from swap_engine.video import probe
-    from swap_engine.worker import Worker
+    from worker.loop import Worker
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -123,7 +123,7 @@ async def run(args: argparse.Namespace, shared: Path, tmp: Path) -> None:
     )
     print(f"person {args.selfie.name}")
 
-    payload: dict[str, Any] = {"quality": quality, "filename": args.clip.name}
+    payload: dict[str, Any] = {"quality": quality, "clip_name": args.clip.name}
     if args.train_minutes is not None:
         payload["train_seconds"] = args.train_minutes * 60.0
     async with open_storage(settings) as store:

@@ -5,16 +5,18 @@ identities, admin), ``views/`` (confirm, face picker, enroll form), ``checks``, 
 autocomplete), ``uploads`` (download + magic-byte checks), ``progress`` (status messages, the poller), ``results``
 (posting outcomes), ``replies`` (error wording). Never imports torch, cv2, mediapipe or swap_engine.
 
-What the bot puts in job payloads and expects back (the contract with the worker, through storage):
+What the bot queues and expects back (the contract with the worker, through storage; the jobs are the typed
+dataclasses of ``storage.jobs``):
 
-- ``prepare``: ``{"identity_id", "identity_name", "title"}``, ``identity_ids=[identity_id]``. The worker judges the
-  pending uploads (``record_upload_outcome``), stores the face set (``set_faceset`` with a thumbnail grid and
-  ``summary={"text": ...}``) and completes; or fails with a message a user can act on.
-- ``swap``: ``{"identity_id", "identity_name", "clip_name", "face": int | None (1-based, as on the contact sheet),
-  "quality": "preview" | "best", "max_bytes": the upload limit to fit the video to, "title"}``, the clip as ``input``.
-  Completes with ``video`` (mp4) and ``comparison`` (before/after GIF). When the clip has several faces and ``face``
-  is None: complete with ``report={"needs_choice": True, "faces": N}``, ``comparison`` = the numbered contact sheet and
-  ``video`` = the clip itself (the job's input is dropped when it ends; the bot re-reads the clip from there).
-- ``swap`` with ``"refit_of": job_id``: only re-encode ``input`` (a finished video) to at most ``max_bytes`` and
-  complete with it as ``video``; the bot asks for this when a video is over the guild's limit or Discord answers 413.
+- ``PrepareJob``, ``identity_ids=[identity_id]``. The worker judges the pending uploads (``record_upload_outcome``),
+  stores the face set (``set_faceset`` with a thumbnail grid and ``summary={"text": ...}``) and completes; or fails
+  with a message a user can act on.
+- ``SwapJob`` (``track`` 0-based: the contact sheet's "Face N" is track N - 1; ``max_bytes`` the upload limit to fit
+  the video to), the clip as ``input``. Completes with ``video`` (mp4) and ``comparison`` (before/after GIF). When
+  the clip has several faces and ``track`` is None: complete with ``report={"needs_choice": True, "faces": N}``,
+  ``comparison`` = the numbered contact sheet and ``video`` = the clip itself (the job's input is dropped when it
+  ends; the bot re-reads the clip from there).
+- ``RefitJob(refit_of=job_id, max_bytes=...)``: only re-encode ``input`` (a finished video) to at most ``max_bytes``
+  and complete with it as ``video``; the bot asks for this when a video is over the guild's limit or Discord
+  answers 413.
 """

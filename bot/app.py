@@ -13,7 +13,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.replies import reply_error
-from famswap.config import Settings
+from common.config import Settings
 from storage import Storage, open_storage
 
 log = logging.getLogger(__name__)

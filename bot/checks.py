@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, TypeVar
 import discord
 from discord import app_commands
 
-from famswap.errors import NotFound
+from common.errors import NotFound
 
 if TYPE_CHECKING:
     from bot.app import FamswapBot

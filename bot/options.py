@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Literal
 import discord
 from discord import app_commands
 
-from famswap.errors import NotFound
+from common.errors import NotFound
 from storage import Identity
 
 if TYPE_CHECKING:

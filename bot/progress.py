@@ -26,7 +26,7 @@ import discord
 
 from bot.results import interaction_webhook, post_outcome, results_private, token_alive
 from bot.uploads import sniff
-from famswap.errors import FamswapError
+from common.errors import FamswapError
 from storage import Job, JobKind, JobPost, JobStatus, JobUpdate
 
 if TYPE_CHECKING:
@@ -89,9 +89,8 @@ def stage_name(stage: str | None) -> str:
 
 
 def job_title(job: Job) -> str:
-    title = job.payload.get("title")
-    if title:
-        return str(title)
+    if job.payload.title:
+        return job.payload.title
     return "Building a face set" if job.kind is JobKind.PREPARE else f"famswap job #{job.id}"
 
 
@@ -254,7 +253,7 @@ class ProgressPoller:
                     await store.update_post(job.id, result_message_id=result_id)
             if private and not job.status.is_final:
                 await self._preview_to_requester(job, post)
-            if not job.payload.get("refit_of"):  # a re-encode has no status message of its own
+            if job.kind is not JobKind.REFIT:  # a re-encode has no status message of its own
                 await self._refresh_status(channel, job, post, private=private)
         except discord.RateLimited as exc:
             log.warning("rate limited for %.0f s while updating job %s; skipping this update", exc.retry_after, job.id)

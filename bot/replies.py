@@ -8,7 +8,7 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from famswap.errors import FamswapError
+from common.errors import FamswapError
 
 log = logging.getLogger(__name__)
 

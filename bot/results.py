@@ -25,8 +25,21 @@ import discord
 
 from bot.uploads import sniff
 from bot.views.show_result import show_result_view
-from famswap.errors import FamswapError, NotFound
-from storage import BlobRef, Job, JobKind, JobPost, JobStatus, JobUpdate, Result, UploadStatus, Visibility
+from common.errors import FamswapError, NotFound
+from storage import (
+    BlobRef,
+    Job,
+    JobKind,
+    JobPost,
+    JobStatus,
+    JobUpdate,
+    PrepareJob,
+    RefitJob,
+    Result,
+    SwapJob,
+    UploadStatus,
+    Visibility,
+)
 
 if TYPE_CHECKING:
     from bot.app import FamswapBot
@@ -161,14 +174,29 @@ def _private_sender(bot: FamswapBot, channel: discord.PartialMessageable, job: J
     return send
 
 
+def _names(job: Job) -> tuple[str, str]:
+    """Who the job is about and the clip's name as the user sent it, for messages."""
+    spec = job.payload
+    name = spec.identity_name if isinstance(spec, PrepareJob | SwapJob | RefitJob) else ""
+    clip = spec.clip_name if isinstance(spec, SwapJob | RefitJob) else "clip.mp4"
+    return name or "them", clip
+
+
+def _refit_of(job: Job, max_bytes: int) -> RefitJob:
+    """A re-encode of ``job``'s video to at most ``max_bytes``, shown under the same names."""
+    name, clip = _names(job)
+    return RefitJob(refit_of=job.id, max_bytes=max_bytes, identity_id=next(iter(job.identity_ids), None),
+                    identity_name=name, clip_name=clip, title=job.payload.title)
+
+
 def _failure_text(job: Job) -> str:
-    name = job.payload.get("identity_name", "them")
+    name, clip = _names(job)
     if job.kind is JobKind.PREPARE:
         what = f"build **{name}**'s face set"
-    elif job.payload.get("refit_of"):
+    elif job.kind is JobKind.REFIT:
         what = "make the video small enough for this server"
     else:
-        what = f"put **{name}** into *{job.payload.get('clip_name', 'the clip')}*"
+        what = f"put **{name}** into *{clip}*"
     reason = job.error or "The worker stopped without saying why."
     return f"<@{job.owner_id}> sorry — I couldn't {what}. {reason}"
 
@@ -186,13 +214,12 @@ async def _post_video(
     bot: FamswapBot, deliver: Deliver, job: Job, post: JobPost, result: Result | None, *, refit: bool = True
 ) -> int:
     limit = filesize_limit(bot, job.guild_id)
-    name = job.payload.get("identity_name", "them")
-    clip = str(job.payload.get("clip_name", "clip.mp4"))
+    name, clip = _names(job)
     stem = PurePath(clip).stem or "clip"
     video = result.video if result is not None else None
     gif = result.comparison if result is not None else None
     text = f"<@{job.owner_id}> here is **{name}** in *{clip}* (AI face swap)."
-    if job.payload.get("refit_of"):
+    if job.kind is JobKind.REFIT:
         text = f"<@{job.owner_id}> here is the smaller copy of **{name}** in *{clip}* (AI face swap)."
     notes = result.report.get("notes") if result is not None else None
     if isinstance(notes, list) and notes:  # e.g. the face turns further than the enrolled photos do
@@ -225,15 +252,14 @@ async def _post_video(
 
 async def _refit_note(bot: FamswapBot, job: Job, post: JobPost, video: BlobRef, limit: int) -> str:
     """Ask the worker for a copy under the limit (once per job); the words that explain the missing video."""
-    if job.payload.get("refit_of"):
+    if job.kind is JobKind.REFIT:
         return f"\nI couldn't get the video under this server's upload limit ({_mb(limit)}), sorry."
     try:
         data = await bot.store.read_blob(video)
         refit = await bot.store.enqueue(
             job.guild_id,
             job.owner_id,
-            JobKind.SWAP,
-            {**job.payload, "refit_of": job.id, "max_bytes": int(limit * REFIT_MARGIN)},
+            _refit_of(job, int(limit * REFIT_MARGIN)),
             identity_ids=job.identity_ids,
             input=data,
             priority=1,
@@ -251,7 +277,7 @@ async def _post_choice(bot: FamswapBot, deliver: Deliver, job: Job, result: Resu
     from bot.views.pick_face import pick_face_view
 
     faces = int(result.report.get("faces") or 0) or len(result.report.get("tracks") or [])
-    name = job.payload.get("identity_name", "them")
+    name, _ = _names(job)
     text = (
         f"<@{job.owner_id}> this clip has {faces} faces. Which one should become **{name}**? "
         "The numbers match the picture."
@@ -262,7 +288,8 @@ async def _post_choice(bot: FamswapBot, deliver: Deliver, job: Job, result: Resu
 
 async def _post_faceset(bot: FamswapBot, deliver: Deliver, job: Job) -> int:
     store = bot.store
-    identity = await store.get_identity(job.guild_id, int(job.payload["identity_id"]))
+    (identity_id,) = job.identity_ids
+    identity = await store.get_identity(job.guild_id, identity_id)
     uploads = await store.list_uploads(job.guild_id, identity.id)
     rejected = [u for u in uploads if u.status is UploadStatus.REJECTED]
     lines = [

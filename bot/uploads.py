@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import aiohttp
 import discord
 
-from famswap.errors import FamswapError, MediaTooLarge, UnsupportedMedia
+from common.errors import FamswapError, MediaTooLarge, UnsupportedMedia
 from storage import UploadKind
 
 CHUNK = 64 * 1024

@@ -9,10 +9,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from common.config import Settings
+from common.errors import ConfigError, FamswapError
+from common.logs import setup_logging
 from famswap import __version__
-from famswap.config import Settings
-from famswap.errors import ConfigError, FamswapError
-from famswap.logs import setup_logging
 
 log = logging.getLogger("famswap")
 
@@ -131,10 +131,10 @@ def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    from swap_engine.worker import run_worker
+    from worker.loop import run_worker
 
     if args.parent_pid is not None:
-        from famswap.supervisor import exit_with_parent
+        from worker.supervisor import exit_with_parent
 
         if not exit_with_parent(args.parent_pid):
             log.warning("famswap run (pid %d) is gone; not starting a worker for it", args.parent_pid)

@@ -6,7 +6,7 @@ import platform
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from famswap.config import Settings
+from common.config import Settings
 
 
 @dataclass(frozen=True)

@@ -1,28 +1,24 @@
-"""The command line's own flows: swap a clip start to finish, list tracks; enroll, list and forget via storage."""
+"""The command line's flows: swap a clip start to finish and enroll (jobs the worker's code runs here, through
+storage in the local guild), list tracks, list and forget enrolled people."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
-import os
-import shutil
 import sys
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
-from famswap.config import Settings
-from famswap.errors import NoFaceFound, NotFound, UnsupportedMedia
+from common.config import Settings
+from common.errors import NoFaceFound, NotFound, UnsupportedMedia
 from famswap.progress import StageBar, format_duration
+from storage.api import LOCAL_GUILD, LOCAL_USER
 
 log = logging.getLogger("famswap")
-
-# The command line acts as one local user in one local "guild"; Discord ids are never 0.
-LOCAL_GUILD = 0
-LOCAL_USER = 0
+T = TypeVar("T")
 
 
 def _say(text: str) -> None:
@@ -40,64 +36,37 @@ def _landmarker(settings: Settings) -> Path:
     return landmarker_path(settings.models_path)
 
 
-def _hair_model(settings: Settings) -> Path:
-    from swap_engine.assets import hair_segmenter_path
+class _Bars:
+    """The worker's progress as a bar per stage on stderr (``faces``, the prepare job's stage, is shown as enroll)."""
 
-    return hair_segmenter_path(settings.models_path)
+    NAMES = {"faces": "enroll"}
 
+    def __init__(self) -> None:
+        self.stage: str | None = None
+        self.bar: StageBar | None = None
 
-@contextmanager
-def _work_folder(settings: Settings) -> Iterator[Path]:
-    """A private folder for one command's intermediate files (faces, scans, checkpoints), always removed after:
-    only the encrypted bank outlives the command, so a copied data home reveals no face."""
-    folder = settings.jobs_dir / f"cli-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    folder.mkdir(parents=True, mode=0o700)
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    def __call__(self, stage: str, fraction: float, message: str) -> None:
+        if stage != self.stage:
+            self.close()
+            self.stage, self.bar = stage, StageBar(self.NAMES.get(stage, stage))
+        assert self.bar is not None
+        self.bar.update(round(fraction * 100), 100, message)
 
-
-def _bank_file(settings: Settings, model: str) -> Path:
-    return settings.home / "local" / f"bank-{model}.enc"
-
-
-def _load_local_bank(settings: Settings, model: str, dst: Path) -> None:
-    """Decrypt the command line's face bank (decoders of the people and actors it trained) to ``dst`` if any."""
-    from storage.crypto import decrypt_stream, load_or_create_key
-
-    src = _bank_file(settings, model)
-    if src.is_file():
-        keys = load_or_create_key(settings.key_path)
-        with src.open("rb") as f, dst.open("wb") as out:
-            for chunk in decrypt_stream(keys, f, src.name):
-                out.write(chunk)
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.stage, self.bar = None, None
 
 
-def _save_local_bank(settings: Settings, model: str, src: Path) -> None:
-    from storage.crypto import encrypt_stream, load_or_create_key
-
-    dst = _bank_file(settings, model)
-    dst.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    keys = load_or_create_key(settings.key_path)
-    tmp = dst.with_name(dst.name + ".tmp")
-    with src.open("rb") as f, os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
-        encrypt_stream(keys, f, out)
-        out.flush()
-        os.fsync(out.fileno())
-    tmp.replace(dst)
-
-
-def _faceset_from_paths(settings: Settings, paths: list[Path], work: Path) -> tuple[str, Path]:
-    """Build the face set of the person shown in ``paths``; returns (identity key, face-set folder).
-
-    The key is a hash of the inputs' bytes, so the same photos train the same decoder again on the next run."""
+def _enroll_from(settings: Settings, paths: list[Path], bars: _Bars) -> str:
+    """Enroll the person shown in ``paths`` (photos, folders, selfie videos) as ``from-<hash of the files>``, or
+    reuse that identity when the same files were enrolled before; returns the name."""
     import hashlib
 
-    from swap_engine.faceset import build_faceset
     from swap_engine.media import sniff_kind
     from swap_engine.pipeline import file_digest
-    from swap_engine.worker import check_video
+    from worker.context import check_video
+    from worker.local import enroll_local
 
     for p in paths:
         _check_input(p)
@@ -105,121 +74,71 @@ def _faceset_from_paths(settings: Settings, paths: list[Path], work: Path) -> tu
     for f in files:
         if sniff_kind(f) == "video":
             check_video(f, settings)  # every cap before decoding: a 4096x4096 selfie video is refused in seconds
-    key = hashlib.sha256("".join(file_digest(f) for f in files).encode()).hexdigest()[:12]
-    folder = work / "person"
-    with StageBar("enroll") as bar:
-        report = build_faceset(
-            paths,
-            folder,
-            _landmarker(settings),
-            max_image_pixels=settings.max_image_pixels,
-            hair_model=_hair_model(settings),
-            on_progress=lambda fraction, message: bar.update(round(fraction * 100), 100, message),
-        )
-    _say(report.summary())
-    return f"p{key}", folder
+    name = "from-" + hashlib.sha256("".join(file_digest(f) for f in files).encode()).hexdigest()[:12]
+
+    async def enrolled() -> bool:
+        from storage import open_storage
+
+        async with open_storage(settings) as store:
+            try:
+                return (await store.find_identity(LOCAL_GUILD, LOCAL_USER, name)).faceset is not None
+            except NotFound:
+                return False
+
+    if _run(enrolled()):
+        _say(f"enroll      {name}: the same files as before; reusing its faces")
+        return name
+    try:
+        outcome = _run(enroll_local(settings, LOCAL_GUILD, LOCAL_USER, name, paths, on_progress=bars))
+    finally:
+        bars.close()
+    for line in outcome.lines:
+        _say(f"enroll      {line}")
+    if not outcome.kept:
+        raise NoFaceFound(outcome.summary.removeprefix("Nothing enrolled: "), hint="Try clearer photos of the face.")
+    _say(f"enroll      {outcome.summary} (`famswap forget {name}` erases it)")
+    return name
 
 
 def swap(settings: Settings, args: argparse.Namespace) -> int:
-    """`famswap swap`: enroll → scan the clip → extract the actor → train → convert, with a bar per stage."""
+    """`famswap swap`: enroll (or use an enrolled person) → a swap job run here by the worker's own code, with a
+    bar per stage; writes OUT, OUT.compare.gif and OUT.json."""
+    from storage import SwapJob
     from swap_engine import pipeline
+    from swap_engine.video import probe
+    from worker.local import swap_local
 
     started = time.monotonic()
     clip: Path = args.clip
     _check_input(clip)
-    from swap_engine.video import probe
-
     # The frame rate and frame count are capped as for the bot (the frames are what costs time), not the length.
     info = probe(clip, max_fps=settings.max_clip_fps, max_frames=settings.max_clip_frames)
     device = pipeline.resolve_device(args.device or settings.device)
-    model = args.model or (settings.model if settings.model != "auto" else pipeline.default_model(device))
+    model = pipeline.choose_model(args.model, settings.model, device)
     minutes = args.train_minutes if args.train_minutes is not None else settings.train_seconds(device) / 60.0
-    pipeline.configure_torch(settings.torch_thread_count())
     steps = getattr(args, "train_steps", None)
     budget = f"{steps} steps" if steps else f"{minutes:g} min"
     _say(f"famswap     {clip.name}: {info.width}x{info.height}, {info.duration:.1f} s; model {model} on {device}, "
          f"training {budget}")
-    with _work_folder(settings) as work:
-        return _swap_in(settings, args, clip, work, device, model, minutes, started)
-
-
-def _swap_in(settings: Settings, args: argparse.Namespace, clip: Path, work: Path, device: str, model: str,
-             minutes: float, started: float) -> int:
-    from swap_engine import pipeline
-    from swap_engine.convert import ConvertOptions, convert_clip
-    from swap_engine.model import load_bank
-
-    if args.identity_from:
-        person, person_faces = _faceset_from_paths(settings, list(args.identity_from), work)
-    else:
-        person, person_faces = _stored_faceset(settings, args.identity, work)
-
-    clip_key = pipeline.file_digest(clip)
-    landmarker = _landmarker(settings)
-    with StageBar("scan") as bar:
-        scan = pipeline.scan_video(clip, landmarker, max_frames=settings.max_clip_frames,
-                                   on_progress=lambda d, t, m: bar.update(d, t))
-    _say(f"scan        {len(scan.tracks)} face track(s) in {scan.frame_count} frames")
-    track = args.track if args.track is not None else 0
-    chosen = scan.track(track)
-    if len(scan.tracks) > 1 and args.track is None:
-        _say(f"scan        swapping track 0, the main face; `famswap tracks {clip}` shows the others")
-
-    actor_path = work / f"actor-t{track}.npz"
-    with StageBar("actor") as bar:
-        bar.update(0, 1)
-        pipeline.extract_actor(clip, scan, track, actor_path, hair_model=_hair_model(settings))
-    actor = f"a{clip_key[:12]}t{track}"
-    _say(f"actor       {len(pipeline.choose_actor_frames(chosen))} faces of the actor to learn from")
-
-    bank_path = work / "bank.pt"
-    _load_local_bank(settings, model, bank_path)
-    plan = pipeline.TrainPlan(
-        faces={person: person_faces, actor: actor_path},
-        bank_path=bank_path,
-        checkpoint=work / "train.ckpt",
-        model=model,
-        device=device,
-        seconds=minutes * 60.0,
-        seed=args.seed or 0,
-        hair_model=_hair_model(settings),
-        steps=getattr(args, "train_steps", None),
-    )
-    budget = minutes * 60.0
-    with StageBar("train") as bar:
-
-        def on_train(p: object) -> None:
-            loss = p.losses.get("total")  # type: ignore[attr-defined]
-            extra = f"step {p.step}" + (f" loss {loss:.3f}" if loss is not None else "")  # type: ignore[attr-defined]
-            extra += f" {p.samples_per_s:.0f} faces/s"  # type: ignore[attr-defined]
-            if plan.steps:
-                bar.update(min(p.step, plan.steps), plan.steps, extra)  # type: ignore[attr-defined]
-            else:
-                bar.update(min(p.elapsed_s, budget), budget, extra)  # type: ignore[attr-defined]
-
-        result = pipeline.train_bank(plan, on_progress=on_train)
-    _save_local_bank(settings, model, bank_path)
-    _say(f"train       {result.step} steps, final loss {result.losses.get('total', float('nan')):.4f}")  # type: ignore[attr-defined]
-
-    bank, _ = load_bank(bank_path)
+    bars = _Bars()
+    name = _enroll_from(settings, list(args.identity_from), bars) if args.identity_from else args.identity
     max_mb = args.max_mb if args.max_mb is not None else settings.output_max_mb
-    opts = ConvertOptions(
-        identity=person, track=track, device=device, max_bytes=int(max_mb * 1024 * 1024),
-        hair_model=_hair_model(settings), pose_range=pipeline.pose_range(person_faces),
-    )  # fmt: skip
-    out: Path = args.out
-    with StageBar("convert") as bar:
-        report = convert_clip(
-            clip, bank, scan, out, opts,
-            on_progress=lambda d, t: bar.update(d, t),
-            comparison_path=out.with_name(out.stem + ".compare.gif"),
-        )  # fmt: skip
-    out.with_name(out.stem + ".json").write_text(report.to_json(), encoding="utf-8")
-    for note in report.notes:
+    spec = SwapJob(clip_name=clip.name, track=args.track, ask=False, max_bytes=int(max_mb * 1024 * 1024),
+                   model=model, train_seconds=minutes * 60.0, train_steps=steps, seed=args.seed or 0,
+                   title=f"{name} → {clip.name}")
+    try:
+        outcome = _run(swap_local(settings, clip, name, spec, args.out, device=device, on_progress=bars))
+    finally:
+        bars.close()
+    report = outcome.report
+    if args.track is None and int(report.get("tracks") or 1) > 1:
+        _say(f"scan        swapped track 0, the main face; `famswap tracks {clip}` shows the others")
+    for note in report.get("notes") or []:
         _say(f"note        {note}")
     _say(
-        f"done        {out} ({report.bytes / 1e6:.1f} MB, {report.frames} frames, {report.swapped} swapped) "
-        f"in {format_duration(time.monotonic() - started)}; before/after: {report.comparison}"
+        f"done        {outcome.video} ({report.get('bytes', 0) / 1e6:.1f} MB, {report.get('frames')} frames, "
+        f"{report.get('swapped')} swapped; model {report.get('model', model)}, {report.get('train_step')} training "
+        f"steps) in {format_duration(time.monotonic() - started)}; before/after: {outcome.comparison}"
     )
     return 0
 
@@ -243,38 +162,19 @@ def tracks(settings: Settings, clip: Path, out: Path | None) -> int:
 # stored identities (the same storage and worker the bot uses)
 
 
-def _run(coro: object) -> object:
-    return asyncio.run(coro)  # type: ignore[arg-type]
-
-
-def _stored_faceset(settings: Settings, name: str, work: Path) -> tuple[str, Path]:
-    """Decrypt a stored identity's face set into ``work``; returns (identity key, face-set folder)."""
-
-    async def fetch() -> tuple[str, Path]:
-        from storage import open_storage
-        from swap_engine.worker import unpack_faceset
-
-        async with open_storage(settings) as store:
-            identity = await store.find_identity(LOCAL_GUILD, LOCAL_USER, name)
-            if identity.faceset is None:
-                raise NoFaceFound(f"{identity.display_name} has no faces yet.", hint="Run `famswap enroll` first.")
-            archive = await store.decrypt_to(identity.faceset, work / "faceset.tar")
-            folder = unpack_faceset(archive, work / "person")
-            archive.unlink()
-            return f"i{identity.id}", folder
-
-    return _run(fetch())  # type: ignore[return-value]
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
 
 
 def enroll(settings: Settings, name: str, paths: list[Path]) -> int:
     """`famswap enroll`: store the inputs and build the face set through the worker; one line per input."""
-    from swap_engine.worker import enroll_local
+    from worker.local import enroll_local
 
     outcome = _run(enroll_local(settings, LOCAL_GUILD, LOCAL_USER, name, paths))
-    for line in outcome.lines:  # type: ignore[attr-defined]
+    for line in outcome.lines:
         print(line)
-    print(outcome.summary)  # type: ignore[attr-defined]
-    return 0 if outcome.kept else 1  # type: ignore[attr-defined]
+    print(outcome.summary)
+    return 0 if outcome.kept else 1
 
 
 def list_identities(settings: Settings) -> int:
@@ -289,7 +189,7 @@ def list_identities(settings: Settings) -> int:
                 print(f"{i.display_name}: {i.face_count} faces, {i.status.value}")
         return 0
 
-    return _run(go())  # type: ignore[return-value]
+    return _run(go())
 
 
 def forget(settings: Settings, name: str) -> int:
@@ -305,30 +205,21 @@ def forget(settings: Settings, name: str) -> int:
                 print(f"Nobody called {name} is enrolled here.")
                 return 1
             report = await store.forget_identity(LOCAL_GUILD, identity.id, LOCAL_USER)
-        dropped = _drop_local_decoder(settings, f"i{identity.id}")
+        dropped = _drop_legacy_banks(settings)
         print(
             f"Forgot {identity.display_name}: {report.uploads} upload(s), {report.results} result(s), "
-            f"{report.files} stored file(s) erased" + (f"; decoder removed from {dropped} local bank(s)" if dropped else "")
+            f"{report.files} stored file(s) erased" + (f"; {dropped} old local bank file(s) deleted" if dropped else "")
         )
         return 0
 
-    return _run(go())  # type: ignore[return-value]
+    return _run(go())
 
 
-def _drop_local_decoder(settings: Settings, identity: str) -> int:
-    """Remove ``identity``'s decoder from every encrypted local bank that has one; returns how many changed."""
-    from swap_engine.model import load_bank, save_bank
-
-    changed = 0
-    for bank_file in sorted((settings.home / "local").glob("bank-*.enc")):
-        model = bank_file.stem[len("bank-") :]
-        with _work_folder(settings) as work:
-            plain = work / "bank.pt"
-            _load_local_bank(settings, model, plain)
-            bank, extra = load_bank(plain)
-            if identity in bank.identities:
-                bank.remove_identity(identity)
-                save_bank(plain, bank, extra)
-                _save_local_bank(settings, model, plain)
-                changed += 1
-    return changed
+def _drop_legacy_banks(settings: Settings) -> int:
+    """Delete the encrypted ``local/bank-*.enc`` files earlier versions of the command line kept (its decoders now
+    live in storage's bank, which ``forget`` cleans): they may hold the forgotten person's decoder, and nothing reads
+    them any more. Returns how many were deleted."""
+    legacy = sorted((settings.home / "local").glob("bank-*.enc"))
+    for path in legacy:
+        path.unlink()
+    return len(legacy)

@@ -3,7 +3,27 @@
 Clients import from here only: ``from storage import open_storage, Storage, JobKind, ...``.
 """
 
-from storage.api import UNSET, BankConflict, LeaseLost, Limits, Source, Storage, open_storage
+from storage.api import (
+    LOCAL_GUILD,
+    LOCAL_USER,
+    UNSET,
+    BankConflict,
+    LeaseLost,
+    Limits,
+    Source,
+    Storage,
+    open_storage,
+)
+from storage.jobs import (
+    JobSpec,
+    JobSpecError,
+    PrepareJob,
+    RefitJob,
+    SwapJob,
+    TrainJob,
+    job_from_dict,
+    job_from_json,
+)
 from storage.records import (
     Bank,
     BlobRef,
@@ -31,6 +51,8 @@ from storage.records import (
 )
 
 __all__ = [
+    "LOCAL_GUILD",
+    "LOCAL_USER",
     "UNSET",
     "Bank",
     "BankConflict",
@@ -44,6 +66,14 @@ __all__ = [
     "IdentityStatus",
     "Job",
     "JobKind",
+    "JobSpec",
+    "JobSpecError",
+    "PrepareJob",
+    "RefitJob",
+    "SwapJob",
+    "TrainJob",
+    "job_from_dict",
+    "job_from_json",
     "JobPost",
     "JobStatus",
     "JobUpdate",

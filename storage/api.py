@@ -1,7 +1,7 @@
 """The storage API the bot, the worker and the CLI call: typed async methods, consent rules, no SQL outside storage/.
 
 Open it once per process with ``async with open_storage(settings) as store:``. Every method that reads guild data
-takes the guild id, so an identity never crosses guilds. Errors a user can cause are ``famswap.errors`` subclasses
+takes the guild id, so an identity never crosses guilds. Errors a user can cause are ``common.errors`` subclasses
 whose message says what to do (``NotFound``, ``NotAllowed`` naming whom to ask, ``QuotaExceeded`` saying when the
 limit resets).
 """
@@ -22,13 +22,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from famswap.config import Settings
-from famswap.errors import FamswapError, JobCancelled, NotAllowed, NotFound, QuotaExceeded
+from common.config import Settings
+from common.errors import FamswapError, JobCancelled, NotAllowed, NotFound, QuotaExceeded
 from storage import files, forget, queue
 from storage import queries as Q
 from storage.crypto import KEY_HINT, KeyFileError, load_or_create_key
 from storage.db import Database, Tx, open_database
 from storage.files import FileStore, Staged
+from storage.jobs import JobSpec, job_from_dict
 from storage.records import (
     Bank,
     BlobRef,
@@ -59,6 +60,17 @@ log = logging.getLogger(__name__)
 DAY = 86400.0
 
 Source = Path | bytes
+
+# The command line acts as one local user in one local "server" (guild); Discord ids are never 0.
+LOCAL_GUILD = 0
+LOCAL_USER = 0
+
+
+def _present(staged: Staged | None) -> Staged:
+    """A staged file of a source that was given (``_staging`` yields None only for a None source)."""
+    if staged is None:
+        raise AssertionError("a given source was not staged")
+    return staged
 """A file to store: a path (streamed, encrypted chunk by chunk) or bytes already in memory."""
 
 
@@ -307,7 +319,7 @@ class Storage:
     async def ensure_guild(self, guild_id: int, name: str = "") -> Guild:
         """Create the guild's row if needed (and refresh its name); returns it."""
         async with self.db.write() as tx:
-            row = await tx.one(Q.UPSERT_GUILD, {"id": guild_id, "name": name, "now": self.clock()})
+            row = await tx.row(Q.UPSERT_GUILD, {"id": guild_id, "name": name, "now": self.clock()})
         return Guild.from_row(row)
 
     async def get_guild(self, guild_id: int) -> Guild:
@@ -326,7 +338,7 @@ class Storage:
                 changes[key] = tuple(int(v) for v in changes[key])
         async with self.db.write() as tx:
             await tx.run(Q.ENSURE_GUILD, (guild_id, self.clock()))
-            row = await tx.one(Q.GET_GUILD, (guild_id,))
+            row = await tx.row(Q.GET_GUILD, (guild_id,))
             try:
                 settings = replace(GuildSettings.from_json(row["settings"]), **changes)
             except TypeError as exc:
@@ -354,7 +366,7 @@ class Storage:
     async def ensure_user(self, user_id: int, name: str = "") -> User:
         """Create the user's row if needed (and refresh the name); returns it."""
         async with self.db.write() as tx:
-            row = await tx.one(Q.UPSERT_USER, {"id": user_id, "name": name, "now": self.clock()})
+            row = await tx.row(Q.UPSERT_USER, {"id": user_id, "name": name, "now": self.clock()})
         return User.from_row(row)
 
     # ---------------------------------------------------------------- identities and consent
@@ -394,7 +406,7 @@ class Storage:
             await tx.run(Q.ENSURE_GUILD, (guild_id, now))
             await tx.run(Q.ENSURE_USER, (owner_id, now))
             try:
-                row = await tx.one(
+                row = await tx.row(
                     Q.INSERT_IDENTITY,
                     {
                         "guild": guild_id,
@@ -474,7 +486,7 @@ class Storage:
                 )
             key = 0 if to_user_id is None else to_user_id
             await tx.run(Q.INSERT_GRANT, (identity.id, guild_id, key, by_user_id, now))
-            row = await tx.one(Q.GET_GRANT, (identity.id, key))
+            row = await tx.row(Q.GET_GRANT, (identity.id, key))
         return Grant.from_row(row)
 
     async def unshare_identity(
@@ -517,7 +529,7 @@ class Storage:
             if identity.owner_id == user_id:
                 return identity
             await tx.run(Q.ENSURE_USER, (user_id, now))
-            row = await tx.one(Q.TRANSFER_IDENTITY, {"id": identity.id, "user": user_id, "now": now})
+            row = await tx.row(Q.TRANSFER_IDENTITY, {"id": identity.id, "user": user_id, "now": now})
             await tx.run(Q.DELETE_GRANTS_OF_IDENTITY, (identity.id,))
             claimed = Identity.from_row(row)
             _, marked = await self._stop_jobs_without_permission(tx, claimed, now, stop_running=True)
@@ -548,7 +560,8 @@ class Storage:
         """Store a photo or video for an identity (encrypted). Returns ``(upload, is_new)``: the same content sent
         again for the same identity returns the existing upload and ``False``. Only the owner may add; at most
         ``max_photos_per_identity`` uploads (``QuotaExceeded``)."""
-        async with self._staging(source) as (staged,):
+        async with self._staging(source) as (maybe_staged,):
+            staged = _present(maybe_staged)
             now = self.clock()
             async with self.db.write() as tx:
                 identity = await self._identity(tx, guild_id, identity_id)
@@ -568,7 +581,7 @@ class Storage:
                         hint="That is plenty for a good face set; forget the identity to start over with other photos.",
                     )
                 ref = await files.commit_staged(tx, self.files, staged, now)
-                row = await tx.one(
+                row = await tx.row(
                     Q.INSERT_UPLOAD,
                     {
                         "guild": guild_id,
@@ -635,13 +648,13 @@ class Storage:
             now = self.clock()
             async with self.db.write() as tx:
                 identity = await self._identity(tx, guild_id, identity_id)
-                set_ref = await files.commit_staged(tx, self.files, staged_set, now)
+                set_ref = await files.commit_staged(tx, self.files, _present(staged_set), now)
                 thumb_ref = (
                     None
                     if staged_thumb is None
                     else await files.commit_staged(tx, self.files, staged_thumb, now)
                 )
-                row = await tx.one(
+                row = await tx.row(
                     Q.SET_FACESET,
                     {
                         "id": identity.id,
@@ -715,7 +728,7 @@ class Storage:
                 for identity_id, item in zip(order, staged[1:], strict=True):
                     if await tx.one(Q.GET_IDENTITY, (identity_id, guild_id)) is None:
                         continue  # erased while training: never bring its decoder back
-                    ref = await files.commit_staged(tx, self.files, item, now)
+                    ref = await files.commit_staged(tx, self.files, _present(item), now)
                     old.append(await tx.scalar(Q.DECODER_OF, (identity_id,)))
                     await tx.run(
                         Q.UPSERT_DECODER,
@@ -777,7 +790,7 @@ class Storage:
         self,
         guild_id: int,
         owner_id: int,
-        kind: JobKind,
+        job: JobSpec | JobKind | str,
         payload: Mapping[str, Any] | None = None,
         *,
         identity_ids: Sequence[int] = (),
@@ -786,12 +799,17 @@ class Storage:
         max_attempts: int = 3,
         enforce_quota: bool = True,
     ) -> Job:
-        """Queue a job. Checks that ``owner_id`` may use every identity (``NotAllowed``) and, with
-        ``enforce_quota``, the queued-job limits per user and per guild and the rolling 24-hour quotas
-        (``QuotaExceeded`` saying the limit and when it resets). ``input`` (e.g. the clip) is stored encrypted."""
-        kind = JobKind(kind)
-        body = dict(payload or {})
-        json.dumps(body)  # fail here, not inside the transaction, if the payload is not JSON
+        """Queue a job: a typed job (``storage.jobs``), or a kind and its fields (checked the same way:
+        ``JobSpecError`` for unknown, missing or mistyped ones). Checks that ``owner_id`` may use every identity
+        (``NotAllowed``) and, with ``enforce_quota``, the queued-job limits per user and per guild and the rolling
+        24-hour quotas (``QuotaExceeded`` saying the limit and when it resets). ``input`` (e.g. the clip) is stored
+        encrypted."""
+        if isinstance(job, JobSpec):
+            if payload is not None:
+                raise TypeError("enqueue takes a typed job or a kind with its fields, not both")
+            spec = job
+        else:
+            spec = job_from_dict(job, payload or {})
         if enforce_quota and input is not None:
             await self.check_quota(guild_id, owner_id)  # before encrypting a large clip for nothing
         async with self._staging(input) as (staged,):
@@ -804,7 +822,7 @@ class Storage:
                     if not await self._may_use(tx, identity, owner_id):
                         raise _not_yours(identity)
                 if enforce_quota:
-                    guild = GuildSettings.from_json((await tx.one(Q.GET_GUILD, (guild_id,)))["settings"])
+                    guild = GuildSettings.from_json((await tx.row(Q.GET_GUILD, (guild_id,)))["settings"])
                     await queue.check_quotas(
                         tx, guild_id, owner_id, queue.effective_limits(self._queue_limits, guild), now
                     )
@@ -813,8 +831,7 @@ class Storage:
                     tx,
                     guild_id=guild_id,
                     owner_id=owner_id,
-                    kind=kind,
-                    payload=body,
+                    spec=spec,
                     identity_ids=identity_ids,
                     input_digest=None if ref is None else ref.digest,
                     input_size=None if ref is None else ref.size,
@@ -904,7 +921,7 @@ class Storage:
             job = await tx.one(Q.GET_JOB, (job_id,))
             if job is None:
                 raise _no_job(job_id)
-            row = await tx.one(
+            row = await tx.row(
                 Q.UPSERT_POST,
                 {
                     "job": job_id,
@@ -993,13 +1010,19 @@ class Storage:
 
     # ---------------------------------------------------------------- jobs: the worker's side
     async def claim(
-        self, worker_id: str, *, kinds: Sequence[JobKind] | None = None, lease_seconds: float = 60.0
+        self,
+        worker_id: str,
+        *,
+        kinds: Sequence[JobKind] | None = None,
+        lease_seconds: float = 60.0,
+        job_id: int | None = None,
     ) -> Job | None:
         """Take the next job atomically (never two workers for one job). Fair: highest priority first, then the
         guild and the user with the fewest running jobs and served longest ago. Expired leases are re-queued first
-        (counting the attempt). Returns None when nothing is ready."""
+        (counting the attempt). With ``job_id``, that job only (the command line runs its own job at once). Returns
+        None when nothing is ready."""
         job, marked = await queue.claim(
-            self.db, worker_id, kinds=kinds, lease_seconds=lease_seconds, now=self.clock()
+            self.db, worker_id, kinds=kinds, lease_seconds=lease_seconds, now=self.clock(), job_id=job_id
         )
         await self._finish_deletions(marked)
         return job
@@ -1125,7 +1148,7 @@ class Storage:
                 None if staged_cmp is None else await files.commit_staged(tx, self.files, staged_cmp, now)
             )
             if video_ref is not None or cmp_ref is not None or report is not None:
-                guild = GuildSettings.from_json((await tx.one(Q.GET_GUILD, (job.guild_id,)))["settings"])
+                guild = GuildSettings.from_json((await tx.row(Q.GET_GUILD, (job.guild_id,)))["settings"])
                 await tx.run(
                     Q.INSERT_RESULT,
                     {
@@ -1230,14 +1253,14 @@ class Storage:
         now = self.clock()
         async with self.db.write() as tx:
             await tx.run(Q.ENSURE_GUILD, (guild_id, now))
-            row = await tx.one(Q.SET_GUILD_DELETION, (now + days * DAY, guild_id))
+            row = await tx.row(Q.SET_GUILD_DELETION, (now + days * DAY, guild_id))
         return Guild.from_row(row)
 
     async def cancel_guild_deletion(self, guild_id: int) -> Guild:
         """The bot is back in the guild before the grace period ended."""
         async with self.db.write() as tx:
             await tx.run(Q.ENSURE_GUILD, (guild_id, self.clock()))
-            row = await tx.one(Q.SET_GUILD_DELETION, (None, guild_id))
+            row = await tx.row(Q.SET_GUILD_DELETION, (None, guild_id))
         return Guild.from_row(row)
 
     async def run_due_deletions(self) -> list[int]:

@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from famswap.errors import ConfigError, FamswapError
+from common.errors import ConfigError, FamswapError
 
 log = logging.getLogger(__name__)
 

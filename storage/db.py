@@ -19,15 +19,16 @@ import os
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from famswap.errors import FamswapError
+from common.errors import FamswapError
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class Migration:
     sql: str
 
 
-def _migrations_dir() -> Any:
+def _migrations_dir() -> Traversable:
     return resources.files("storage") / "migrations"
 
 
@@ -96,6 +97,13 @@ class Tx:
         async with self._conn.execute(sql, params) as cursor:
             return await cursor.fetchone()
 
+    async def row(self, sql: str, params: Params = ()) -> sqlite3.Row:
+        """The one row of a query that always has one (an aggregate such as ``count(*)``)."""
+        row = await self.one(sql, params)
+        if row is None:
+            raise DatabaseError(f"no row from a query that always has one: {sql.split(chr(10))[0][:60]}")
+        return row
+
     async def all(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
         async with self._conn.execute(sql, params) as cursor:
             return list(await cursor.fetchall())
@@ -142,11 +150,11 @@ class Database:
             else:
                 await asyncio.shield(self._conn.execute("COMMIT"))
 
-    def write(self) -> Any:
+    def write(self) -> AbstractAsyncContextManager[Tx]:
         """``async with db.write() as tx``: a write transaction (``BEGIN IMMEDIATE``), committed on success."""
         return self._transaction("BEGIN IMMEDIATE")
 
-    def read(self) -> Any:
+    def read(self) -> AbstractAsyncContextManager[Tx]:
         """``async with db.read() as tx``: a read transaction seeing one consistent snapshot."""
         return self._transaction("BEGIN")
 
@@ -197,7 +205,8 @@ async def _connect(path: Path, busy_timeout_ms: int, synchronous: str) -> aiosql
         # builds do this by default, not all.
         await conn.execute("PRAGMA secure_delete = ON")
         async with conn.execute("PRAGMA journal_mode = WAL") as cursor:
-            mode = (await cursor.fetchone())[0]
+            row = await cursor.fetchone()
+            mode = row[0] if row is not None else "unknown"
         if str(mode).lower() != "wal":
             log.warning("database %s is in %s mode, not WAL (is it on a network filesystem?)", path, mode)
         await conn.execute(f"PRAGMA synchronous = {synchronous}")
@@ -243,6 +252,11 @@ async def apply_migrations(db: Database, *, upto: int | None = None, fresh_insta
                 continue
             for statement in split_statements(migration.sql):
                 await tx.run(statement)
+            if "writable_schema" in migration.sql:
+                # It edited the stored schema text: a new schema_version makes every connection (this one
+                # included) re-read it, as SQLite's documented procedure requires.
+                schema_version = int(await tx.scalar("PRAGMA schema_version"))
+                await tx.run(f"PRAGMA schema_version = {schema_version + 1}")
             await tx.run(f"PRAGMA user_version = {migration.version}")
             log.info("migrated %s to version %d (%s)", db.path, migration.version, migration.name)
     version = await db.user_version()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,7 +80,9 @@ async def erase_identities(tx: Tx, identity_ids: Iterable[int], out: Erased) -> 
     out.identities += await tx.run(Q.DELETE_IDENTITIES, (ids,))  # grants go by ON DELETE CASCADE
 
 
-async def _commit_erase(db: Database, store: FileStore, tx_work, now: float) -> ForgetReport:
+async def _commit_erase(
+    db: Database, store: FileStore, tx_work: Callable[[Tx, Erased], Awaitable[None]], now: float
+) -> ForgetReport:
     out = Erased()
     async with db.write() as tx:
         await tx_work(tx, out)

@@ -237,6 +237,7 @@ WITH heads AS (
     SELECT min(id) AS id FROM jobs
     WHERE status = 'queued' AND run_after <= :now
       AND (:kinds IS NULL OR kind IN (SELECT value FROM json_each(:kinds)))
+      AND (:job IS NULL OR id = :job)
     GROUP BY priority, guild_id, owner_id
 )
 UPDATE jobs SET status = 'running', worker_id = :worker, attempts = attempts + 1,

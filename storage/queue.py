@@ -12,11 +12,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from famswap.errors import QuotaExceeded
+from common.errors import QuotaExceeded
 from storage import queries as Q
 from storage.db import Database, Tx
 from storage.files import release
+from storage.jobs import JobSpec
 from storage.records import GuildSettings, Heartbeat, Job, JobKind, JobStatus, QueuePosition, ts
 
 DAY = 86400.0
@@ -92,7 +94,7 @@ async def check_quotas(tx: Tx, guild_id: int, owner_id: int, limits: QueueLimits
             f"(the limit is {limits.max_queued_per_guild}).",
             hint="It frees up as soon as one of them finishes; try again in a few minutes.",
         )
-    row = await tx.one(Q.DAILY_JOBS_OF_USER, (owner_id, guild_id, now - DAY))
+    row = await tx.row(Q.DAILY_JOBS_OF_USER, (owner_id, guild_id, now - DAY))
     if row["n"] >= limits.daily_jobs_per_user:
         raise _quota_error(
             f"You have started {row['n']} jobs in the last 24 hours (the limit is {limits.daily_jobs_per_user}).",
@@ -108,7 +110,7 @@ async def check_quotas(tx: Tx, guild_id: int, owner_id: int, limits: QueueLimits
                 hint="Try again in a few minutes, when some of them have finished.",
             )
     if limits.daily_jobs_total is not None:
-        row = await tx.one(Q.DAILY_JOBS, (now - DAY,))
+        row = await tx.row(Q.DAILY_JOBS, (now - DAY,))
         if row["n"] >= limits.daily_jobs_total:
             raise _quota_error(
                 f"famswap has made {row['n']} jobs in the last 24 hours, this host's limit.",
@@ -116,7 +118,7 @@ async def check_quotas(tx: Tx, guild_id: int, owner_id: int, limits: QueueLimits
                 now,
             )
     if limits.daily_jobs_per_guild:
-        row = await tx.one(Q.DAILY_JOBS_OF_GUILD, (guild_id, now - DAY))
+        row = await tx.row(Q.DAILY_JOBS_OF_GUILD, (guild_id, now - DAY))
         if row["n"] >= limits.daily_jobs_per_guild:
             raise _quota_error(
                 f"This server has started {row['n']} jobs in the last 24 hours "
@@ -131,8 +133,7 @@ async def insert_job(
     *,
     guild_id: int,
     owner_id: int,
-    kind: JobKind,
-    payload: dict,
+    spec: JobSpec,
     identity_ids: Sequence[int],
     input_digest: str | None,
     input_size: int | None,
@@ -146,8 +147,8 @@ async def insert_job(
         {
             "guild": guild_id,
             "owner": owner_id,
-            "kind": JobKind(kind).value,
-            "payload": json.dumps(payload),
+            "kind": spec.kind.value,
+            "payload": spec.to_json(),
             "priority": priority,
             "identity_ids": ",".join(str(i) for i in ids),
             "input": input_digest,
@@ -190,14 +191,21 @@ async def requeue_expired(tx: Tx, now: float) -> list[str]:
 
 
 async def claim(
-    db: Database, worker_id: str, *, kinds: Sequence[JobKind] | None, lease_seconds: float, now: float
+    db: Database,
+    worker_id: str,
+    *,
+    kinds: Sequence[JobKind] | None,
+    lease_seconds: float,
+    now: float,
+    job_id: int | None = None,
 ) -> tuple[Job | None, list[str]]:
-    """Take the next job fairly and atomically. Returns (job or None, files released by expired jobs)."""
+    """Take the next job fairly and atomically (only ``job_id`` when given). Returns (job or None, files released
+    by expired jobs)."""
     kinds_json = None if kinds is None else json.dumps([JobKind(k).value for k in kinds])
     async with db.write() as tx:
         marked = await requeue_expired(tx, now)
         row = await tx.one(
-            Q.CLAIM_NEXT, {"worker": worker_id, "now": now, "lease": lease_seconds, "kinds": kinds_json}
+            Q.CLAIM_NEXT, {"worker": worker_id, "now": now, "lease": lease_seconds, "kinds": kinds_json, "job": job_id}
         )
         if row is None:
             return None, marked
@@ -230,6 +238,7 @@ async def heartbeat(db: Database, job_id: int, worker_id: str, lease_seconds: fl
         )
         if row is None:
             await held_job(tx, job_id, worker_id)  # raises with the reason
+            raise AssertionError("held_job returned for a job this worker does not hold")
         return Heartbeat(
             cancel_requested=bool(row["cancel_requested"]), lease_expires_at=ts(row["lease_expires_at"])
         )
@@ -237,16 +246,16 @@ async def heartbeat(db: Database, job_id: int, worker_id: str, lease_seconds: fl
 
 def retry_delay(attempts: int, base: float, cap: float) -> float:
     """Exponential backoff: base, 2·base, 4·base … after the 1st, 2nd, 3rd failed attempt, at most ``cap``."""
-    return min(cap, base * 2 ** max(0, attempts - 1))
+    return min(cap, base * 2.0 ** max(0, attempts - 1))
 
 
 def _order_key(
-    job: dict,
+    job: dict[str, Any],
     guild_served: dict[int, int],
     user_served: dict[int, int],
     running_g: dict[int, int],
     running_u: dict[int, int],
-) -> tuple:
+) -> tuple[int, ...]:
     # Mirrors the ORDER BY of queries.CLAIM_NEXT.
     return (
         -job["priority"],
@@ -277,8 +286,9 @@ async def queue_position(db: Database, job_id: int, now: float) -> QueuePosition
 
     if job.status is not JobStatus.QUEUED:
         remaining = None
-        if job.status is JobStatus.RUNNING and expected(job.kind.value) is not None and job.started_at:
-            remaining = max(0.0, expected(job.kind.value) - (now - job.started_at.timestamp()))
+        took = expected(job.kind.value)
+        if job.status is JobStatus.RUNNING and took is not None and job.started_at:
+            remaining = max(0.0, took - (now - job.started_at.timestamp()))
         elif job.status.is_final:
             remaining = 0.0
         return QueuePosition(job.id, job.status, 0, 0, workers, remaining)
@@ -291,7 +301,7 @@ async def queue_position(db: Database, job_id: int, now: float) -> QueuePosition
         running_g[r["guild_id"]] = running_g.get(r["guild_id"], 0) + 1
         running_u[r["owner_id"]] = running_u.get(r["owner_id"], 0) + 1
     pending = list(queued)
-    ahead: list[dict] = []
+    ahead: list[dict[str, Any]] = []
     tick = max([0, *guild_served.values(), *user_served.values()])
     while pending:
         pick = min(pending, key=lambda j: _order_key(j, guild_served, user_served, running_g, running_u))
@@ -303,23 +313,12 @@ async def queue_position(db: Database, job_id: int, now: float) -> QueuePosition
         guild_served[pick["guild_id"]] = tick
         user_served[pick["owner_id"]] = tick
 
-    eta: float | None = 0.0
-    for r in running:
-        seconds = expected(r["kind"])
-        if seconds is None:
-            eta = None
-            break
-        eta += max(0.0, seconds - (now - (r["started_at"] or now)))
-    if eta is not None:
-        for j in ahead:
-            seconds = expected(j["kind"])
-            if seconds is None:
-                eta = None
-                break
-            eta += seconds
+    # Without a recent duration for any kind involved there is no estimate.
+    left = [expected(r["kind"]) for r in running]
+    before = [expected(j["kind"]) for j in ahead]
     own = expected(job.kind.value)
-    if eta is not None and own is not None:
-        eta = eta / workers + own
-    else:
-        eta = None
+    eta: float | None = None
+    if own is not None and None not in left and None not in before:
+        busy = sum(max(0.0, s - (now - (r["started_at"] or now))) for s, r in zip(left, running, strict=True) if s)
+        eta = (busy + sum(s for s in before if s)) / workers + own
     return QueuePosition(job.id, job.status, len(ahead) + 1, len(ahead), workers, eta)

@@ -8,7 +8,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, overload
+
+from storage.jobs import JobKind as JobKind  # re-exported: records and their enums in one place
+from storage.jobs import JobSpec, job_from_json
 
 
 class JobStatus(StrEnum):
@@ -23,14 +26,6 @@ class JobStatus(StrEnum):
     @property
     def is_final(self) -> bool:
         return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
-
-
-class JobKind(StrEnum):
-    """What a worker does with a job (see issue 7): build a face set, fine-tune a bank, or swap a clip."""
-
-    PREPARE = "prepare"
-    TRAIN = "train"
-    SWAP = "swap"
 
 
 class IdentityStatus(StrEnum):
@@ -57,8 +52,15 @@ class Visibility(StrEnum):
     GUILD = "guild"
 
 
+@overload
+def ts(value: float) -> datetime: ...
+@overload
+def ts(value: None) -> None: ...
+@overload
+def ts(value: float | None) -> datetime | None: ...
 def ts(value: float | None) -> datetime | None:
-    """Database timestamps are UNIX seconds (REAL); records carry aware UTC datetimes."""
+    """Database timestamps are UNIX seconds (REAL); records carry aware UTC datetimes (a column that may be NULL
+    gives ``None``; sqlite3 rows are untyped, so the first overload is the one a NOT NULL column meets)."""
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
@@ -284,7 +286,7 @@ class Job:
     guild_id: int
     owner_id: int
     kind: JobKind
-    payload: dict[str, Any]
+    payload: JobSpec  # the typed job of ``kind`` (storage.jobs)
     priority: int
     status: JobStatus
     identity_ids: tuple[int, ...]
@@ -312,7 +314,7 @@ class Job:
             guild_id=row["guild_id"],
             owner_id=row["owner_id"],
             kind=JobKind(row["kind"]),
-            payload=_json(row["payload"]),
+            payload=job_from_json(row["kind"], row["payload"]),
             priority=row["priority"],
             status=JobStatus(row["status"]),
             identity_ids=tuple(sorted(int(i) for i in ids.split(","))) if ids else (),

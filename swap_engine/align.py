@@ -159,7 +159,7 @@ def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
     """The affine ``outer ∘ inner`` (apply ``inner`` first)."""
     a = np.vstack([outer, [0, 0, 1]])
     b = np.vstack([inner, [0, 0, 1]])
-    return (a @ b)[:2]
+    return np.asarray((a @ b)[:2])
 
 
 def _footprint(
@@ -193,14 +193,14 @@ def face_mask(
     hull = cv2.convexHull(np.round(outline * 16).astype(np.int32))
     canvas = np.zeros((size, size), np.uint8)
     cv2.fillConvexPoly(canvas, hull, 255, lineType=cv2.LINE_AA, shift=4)
-    mask = canvas.astype(np.float32) / 255.0
+    mask: np.ndarray = canvas.astype(np.float32) / 255.0
     feather = size * 0.02 if feather_px is None else float(feather_px)
     if feather > 0:
         radius = max(1, round(feather))
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
         mask = cv2.erode(mask, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
         mask = cv2.GaussianBlur(mask, (0, 0), sigmaX=feather / 2)
-    return np.clip(mask, 0.0, 1.0)
+    return np.asarray(np.clip(mask, 0.0, 1.0))
 
 
 def _forehead_points(points: np.ndarray) -> np.ndarray:
@@ -215,7 +215,7 @@ def _forehead_points(points: np.ndarray) -> np.ndarray:
     oval = points[list(FACE_OVAL)]
     level = (oval - chin) @ up  # height of each oval point above the chin
     weight = np.clip((level - eye_level) / max(height - eye_level, 1e-6), 0.0, 1.0)
-    return oval + (_FOREHEAD_LIFT * height * weight)[:, None] * up
+    return np.asarray(oval + (_FOREHEAD_LIFT * height * weight)[:, None] * up)
 
 
 def paste_back(frame: np.ndarray, crop: np.ndarray, matrix: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from famswap.errors import ModelFileError
+from common.errors import ModelFileError
 
 
 @dataclass(frozen=True)

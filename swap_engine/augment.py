@@ -126,9 +126,11 @@ def augment_batch(
     # Colour first (the same change for input and target), then the two samplings; maps follow the target only.
     jittered = colour_jitter(images, cfg, gen) if _has_colour(cfg) else images
     stack = jittered if maps is None else torch.cat([jittered, maps.to(images.dtype)], 1)  # (n, 3+K, S, S)
-    sample = dict(mode="bilinear", padding_mode="reflection", align_corners=True)
-    target_all = F.grid_sample(stack, grid_target, **sample)  # (n, 3+K, S, S)
-    warped_rgb = F.grid_sample(jittered, grid_warp, **sample) if cfg.warp > 0 else target_all[:, :3]
+    def sample(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
+
+    target_all = sample(stack, grid_target)  # (n, 3+K, S, S)
+    warped_rgb = sample(jittered, grid_warp) if cfg.warp > 0 else target_all[:, :3]
     target = target_all[:, :3]
     out_maps = target_all[:, 3:] if maps is not None else None
     return warped_rgb, target, out_maps

@@ -45,7 +45,7 @@ def erode_feather(mask: np.ndarray, erode_px: int, feather_px: int) -> np.ndarra
     """
     if erode_px < 0 or feather_px < 0:
         raise ValueError(f"erode_px and feather_px must be >= 0, got {erode_px}, {feather_px}")
-    out = np.asarray(mask, np.float32)
+    out: np.ndarray = np.asarray(mask, np.float32)
     if erode_px > 0:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * erode_px + 1, 2 * erode_px + 1))
         out = cv2.erode(out, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
@@ -67,10 +67,10 @@ def combine_masks(hull_mask: np.ndarray, learned_mask: np.ndarray | None) -> np.
     hull = np.asarray(hull_mask, np.float32)
     if learned_mask is None:
         return hull.copy()
-    learned = np.asarray(learned_mask, np.float32)
+    learned: np.ndarray = np.asarray(learned_mask, np.float32)
     if learned.shape != hull.shape:
         learned = cv2.resize(learned, (hull.shape[1], hull.shape[0]), interpolation=cv2.INTER_LINEAR)
-    return np.clip(np.minimum(hull, learned), 0.0, 1.0)
+    return np.asarray(np.clip(np.minimum(hull, learned), 0.0, 1.0))
 
 
 def alpha_blend(dst_region: np.ndarray, src_region: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -174,10 +174,10 @@ def _seamless(face: np.ndarray, window: np.ndarray, inside: np.ndarray) -> np.nd
         face_s = cv2.resize(face, size, interpolation=cv2.INTER_AREA)
         window_s = cv2.resize(window, size, interpolation=cv2.INTER_AREA)
         inside_s = cv2.resize(inside.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
-        membrane = _clone(face_s, window_s, inside_s).astype(np.float32) - face_s.astype(np.float32)
+        membrane: np.ndarray = _clone(face_s, window_s, inside_s).astype(np.float32) - face_s.astype(np.float32)
     except cv2.error:
         return face
-    membrane = cv2.resize(membrane, (w, h), interpolation=cv2.INTER_LINEAR)
+    membrane = np.asarray(cv2.resize(membrane, (w, h), interpolation=cv2.INTER_LINEAR), np.float32)
     membrane += face
     np.maximum(membrane, 0, out=membrane)
     membrane += np.float32(0.5)

@@ -66,7 +66,7 @@ def _to_lab(rgb: np.ndarray) -> np.ndarray:
 
 
 def _from_lab(lab: np.ndarray) -> np.ndarray:
-    rgb = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+    rgb: np.ndarray = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
     # In-place clamping: np.clip on a float image costs several times more.
     rgb *= np.float32(255)
     np.maximum(rgb, 0, out=rgb)
@@ -82,7 +82,7 @@ def lab_stats(lab: np.ndarray, weights: np.ndarray) -> LabStats:
     mean = (weights @ flat).astype(np.float64) / total
     # Centre before squaring: E[x^2] - E[x]^2 in float32 loses the small spreads of a skin patch.
     # (cv2 with a per-channel scalar: numpy broadcasting over a length-3 last axis is ten times slower.)
-    centred = cv2.subtract(lab, (*mean.tolist(), 0.0)).reshape(-1, 3)
+    centred = cv2.subtract(lab, np.array([*mean.tolist(), 0.0])).reshape(-1, 3)
     var = (weights @ (centred * centred)).astype(np.float64) / total
     return LabStats(mean=mean, std=np.sqrt(np.maximum(var, 0.0)))
 

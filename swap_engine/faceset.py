@@ -31,9 +31,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
+import tarfile
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -43,10 +45,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from famswap.errors import MediaError, NoFaceFound
+from common.errors import MediaError, NoFaceFound
 from swap_engine import align
 from swap_engine.landmarks import BLENDSHAPE_NAMES, Face, LandmarkDetector
 from swap_engine.media import load_image, sniff_kind
+
+log = logging.getLogger("famswap.faceset")
 
 FACESET_JSON = "faceset.json"
 FACES_DIR = "faces"
@@ -118,7 +122,7 @@ class FaceRecord:
         return cls(
             file=str(data["file"]),
             source=str(data["source"]),
-            frame=None if data.get("frame") is None else int(data["frame"]),  # type: ignore[arg-type]
+            frame=None if data.get("frame") is None else int(str(data["frame"])),
             points=np.asarray(data["points"], np.float32).reshape(-1, 2),
             yaw=float(data["yaw"]),  # type: ignore[arg-type]
             pitch=float(data["pitch"]),  # type: ignore[arg-type]
@@ -703,3 +707,67 @@ def load_faceset(folder: Path, *, hair_model: Path | None = None) -> FaceSet:
             with HairSegmenter(hair_model) as segmenter:
                 masks[missing] = crop_masks(crops[missing], points[missing], segmenter)
     return FaceSet(crops, points.astype(np.float32), masks, records, size, float(document["coverage"]))
+
+
+# -----------------------------------------------------------------------------
+# archives (storage keeps a face set as one file) and thumbnails
+
+
+def pack_faceset(folder: Path, archive: Path) -> Path:
+    """An uncompressed tar of a face-set folder (the crops are PNGs already)."""
+    with tarfile.open(archive, "w") as tar:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                tar.add(path, arcname=str(path.relative_to(folder)))
+    return archive
+
+
+def unpack_faceset(archive: Path, folder: Path) -> Path:
+    """Unpack a face-set tar made by ``pack_faceset``, refusing any member that would land outside ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    root = folder.resolve()
+    with tarfile.open(archive, "r") as tar:
+        for member in tar.getmembers():
+            target = (folder / member.name).resolve()
+            if not member.isfile() or root not in target.parents:
+                raise ValueError(f"unexpected entry {member.name!r} in a face-set archive")
+            source = tar.extractfile(member)
+            assert source is not None
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(source.read())
+    return folder
+
+
+
+def merge_facesets(new: Path, earlier: Path) -> int:
+    """Append the faces of an earlier face set (same crop size and coverage) to ``new``; returns the total."""
+    doc = json.loads((new / FACESET_JSON).read_text(encoding="utf-8"))
+    old = json.loads((earlier / FACESET_JSON).read_text(encoding="utf-8"))
+    if (old.get("size"), old.get("coverage")) != (doc.get("size"), doc.get("coverage")):
+        log.warning("an earlier face set has another crop size or coverage; starting afresh")
+        return len(doc["faces"])
+    faces = doc["faces"]
+    for record in old["faces"]:
+        name = f"faces/{len(faces):04d}.png"
+        shutil.copyfile(earlier / record["file"], new / name)
+        mask = record.get("mask")  # version-1 sets have none: load_faceset makes it
+        if mask:
+            shutil.copyfile(earlier / mask, new / mask_file(name))
+        faces.append({**record, "file": name, "mask": mask_file(name) if mask else None})
+    (new / FACESET_JSON).write_text(json.dumps(doc), encoding="utf-8")
+    return len(faces)
+
+
+def thumbnail_grid(folder: Path, columns: int = 6, cell: int = 96, limit: int = 24) -> bytes:
+    fs = load_faceset(folder)
+    picks = np.linspace(0, len(fs) - 1, min(limit, len(fs))).round().astype(int)
+    tiles = [cv2.resize(fs.crops[i], (cell, cell), interpolation=cv2.INTER_AREA) for i in picks]
+    rows = (len(tiles) + columns - 1) // columns
+    grid = np.full((rows * cell, min(columns, len(tiles)) * cell, 3), 20, np.uint8)
+    for n, tile in enumerate(tiles):
+        r, c = divmod(n, columns)
+        grid[r * cell : (r + 1) * cell, c * cell : (c + 1) * cell] = tile
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    if not ok:
+        raise RuntimeError("OpenCV could not encode a thumbnail grid")
+    return data.tobytes()

@@ -26,7 +26,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Literal
 
-from famswap.errors import FFmpegNotFound
+from common.errors import FFmpegNotFound
 
 _VERSION_RE = re.compile(r"^ffmpeg version (\S+)")
 _RELEASE_RE = re.compile(r"^n?(\d+)\.(\d+)")

@@ -12,8 +12,10 @@ where the badge lands.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 import cv2
@@ -219,3 +221,30 @@ def draw_label(frame: np.ndarray, style: LabelStyle = LabelStyle(), text: str = 
     if frame.ndim != 3:
         raise ValueError(f"frame must be RGB uint8 (H, W, 3), got {frame.shape}")
     return _renderer(frame.shape[1], frame.shape[0], style, text).apply(frame)
+
+
+# -----------------------------------------------------------------------------
+# labelled files: the badge in the pixels, the statement in the container
+
+
+def labelled_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
+    """A synthetic still (RGB uint8) as JPEG bytes: the "AI face swap" badge drawn in, the synthetic-media XMP
+    packet attached (OpenCV's encoder cannot write XMP; Pillow's can)."""
+    out = io.BytesIO()
+    Image.fromarray(draw_label(image)).save(out, format="JPEG", quality=quality, xmp=SYNTHETIC_XMP.encode())
+    return out.getvalue()
+
+
+def mark_gif_synthetic(path: Path) -> Path:
+    """Add the synthetic-media statement to a GIF as a comment extension, in place (ffmpeg's GIF muxer drops all
+    metadata, and re-encoding with Pillow would re-quantize the frames). The frames are not touched."""
+    data = path.read_bytes()
+    if data[:6] not in (b"GIF87a", b"GIF89a") or len(data) < 13:
+        raise ValueError(f"{path.name} is not a GIF")
+    packed = data[10]  # logical screen descriptor: a global colour table of 3 * 2^(n+1) bytes follows when set
+    start = 13 + ((3 << ((packed & 7) + 1)) if packed & 0x80 else 0)
+    text = f"{SYNTHETIC_METADATA['comment']} ({SYNTHETIC_METADATA['digital_source_type']})".encode()
+    blocks = b"".join(bytes([len(text[i : i + 255])]) + text[i : i + 255] for i in range(0, len(text), 255))
+    # Comments are a GIF89a feature; ffmpeg writes 89a already.
+    path.write_bytes(b"GIF89a" + data[6:start] + b"\x21\xfe" + blocks + b"\x00" + data[start:])
+    return path

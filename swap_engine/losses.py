@@ -50,10 +50,11 @@ def ssim_map(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 
     c1, c2 = 0.01**2, 0.03**2
     n = x.shape[1]
     stats = _blur(torch.cat([x, y, x * x, y * y, x * y], 1), window, sigma)  # (B, 5C, H, W)
-    mx, my, xx, yy, xy = stats.split(n, 1)
+    mx, my, xx, yy, xy = torch.split(stats, n, 1)
     vx, vy, cxy = xx - mx * mx, yy - my * my, xy - mx * my
     s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-    return s.mean(1, keepdim=True)
+    mean: torch.Tensor = s.mean(1, keepdim=True)
+    return mean
 
 
 def face_loss(
@@ -113,7 +114,7 @@ def region_weights(
         (LEFT_EYE + LEFT_BROW, eyes),
         (LIPS_OUTER, mouth),
     ):
-        region = np.zeros((size, size), np.uint8)
+        region: np.ndarray = np.zeros((size, size), np.uint8)
         hull = cv2.convexHull(np.round(points[list(idx)]).astype(np.int32))
         cv2.fillConvexPoly(region, hull, 1)
         region = cv2.dilate(region, kernel).astype(np.float32)

@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageOps
 
-from famswap.errors import MediaTooLarge, UnsupportedMedia
+from common.errors import MediaTooLarge, UnsupportedMedia
 
 MediaKind = Literal["image", "video"]
 DEFAULT_MAX_PIXELS = 40_000_000

@@ -7,13 +7,16 @@ while the decoder draws the person's face at a resolution closer to the one it i
 To swap, encode the actor's face and decode it with the family member's decoder.
 
 This file imports only torch. A bank file stores the model arguments and the identity list beside the weights,
-so ``load_bank`` needs nothing but the path.
+so ``load_bank`` needs nothing but the path. Storage keeps a bank in parts instead (one encoder file, one file per
+decoder, so forgetting a person deletes exactly their file): ``save_encoder`` / ``save_decoder`` write them and
+``bank_from_parts`` puts a bank together again; the one format, split.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -68,7 +71,7 @@ class ModelConfig:
 
     @property
     def dense_side(self) -> int:
-        return self.size // 2 ** len(self.enc_channels)
+        return self.size >> len(self.enc_channels)  # size / 2**len
 
     def ch(self, channels: int) -> int:
         """A channel count scaled by ``width``, a multiple of 8 (what tensor cores like), at least 8."""
@@ -111,7 +114,7 @@ def model_config(name: str, *, width: float | None = None) -> ModelConfig:
 def config_from_dict(args: dict[str, Any]) -> ModelConfig:
     """The inverse of ``dataclasses.asdict`` for a ModelConfig (lists back to tuples)."""
     known = {f for f in ModelConfig.__dataclass_fields__}
-    clean = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items() if k in known}
+    clean: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items() if k in known}
     return ModelConfig(**clean)
 
 
@@ -166,7 +169,8 @@ class Encoder(nn.Module):
         x = self.dense_in(x.flatten(1))  # (B, latent)
         x = self.dense_out(x)  # (B, C' * s * s)
         x = x.view(x.shape[0], -1, side, side)  # (B, C', s, s)
-        return self.upscale(x)  # (B, enc_upscale, 2s, 2s)
+        out: torch.Tensor = self.upscale(x)  # (B, enc_upscale, 2s, 2s)
+        return out
 
 
 class Decoder(nn.Module):
@@ -217,7 +221,9 @@ class FaceBank(nn.Module):
         key = _key(identity)
         if key not in self.decoders:
             raise KeyError(f"no decoder for identity {identity!r}; the bank has {self.identities}")
-        return self.decoders[key]
+        decoder = self.decoders[key]
+        assert isinstance(decoder, Decoder)  # a ModuleDict hands back Modules
+        return decoder
 
     def add_identity(self, identity: str, init_from: str | None = None) -> Decoder:
         """Add a decoder, a copy of ``init_from``'s (it already draws a face: learns a new one faster) or fresh."""
@@ -230,20 +236,20 @@ class FaceBank(nn.Module):
             decoder.load_state_dict(self.decoder(init_from).state_dict())
         ref = next(self.encoder.parameters())
         self.decoders[_key(identity)] = decoder.to(device=ref.device, dtype=ref.dtype)
-        return self.decoders[_key(identity)]
+        return self.decoder(identity)
 
     def remove_identity(self, identity: str) -> None:
         self.decoder(identity)  # raises KeyError with the list when absent
         del self.decoders[_key(identity)]
 
     def forward(self, x: torch.Tensor, identity: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-        z = self.encoder(x)  # (B, C, s, s)
-        return self.decoder(identity)(z)  # (B, 3, S, S), (B, 1, S, S) or None
+        z: torch.Tensor = self.encoder(x)  # (B, C, s, s)
+        return self.decoder(identity).forward(z)  # (B, 3, S, S), (B, 1, S, S) or None
 
     @torch.no_grad()
     def swap(self, x: torch.Tensor, identity: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Any face in, ``identity``'s face with the same pose and expression out (no gradients)."""
-        return self(x, identity)
+        return self.forward(x, identity)
 
 
 # -----------------------------------------------------------------------------
@@ -281,7 +287,7 @@ def save_bank(path: str | os.PathLike[str], bank: FaceBank, extra: dict[str, Any
 
 def load_bank(
     path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
-) -> tuple[FaceBank, dict]:
+) -> tuple[FaceBank, dict[str, Any]]:
     """Read a bank written by ``save_bank``: the bank (config and decoders rebuilt) and its ``extra`` dict."""
     payload = torch.load(os.fspath(path), map_location=map_location, weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != "famswap-bank/1":
@@ -289,6 +295,29 @@ def load_bank(
     bank = FaceBank(config_from_dict(payload["model_args"]), payload["identities"])
     bank.load_state_dict(payload["state_dict"])
     return bank.to(map_location), payload["extra"]
+
+
+def save_encoder(path: str | os.PathLike[str], bank: FaceBank) -> None:
+    """The bank's encoder with its model arguments (what ``bank_from_parts`` needs to rebuild the bank)."""
+    torch.save({"model_args": asdict(bank.cfg), "state": bank.encoder.state_dict()}, os.fspath(path))
+
+
+def save_decoder(path: str | os.PathLike[str], bank: FaceBank, identity: str) -> None:
+    """One identity's decoder weights."""
+    torch.save(bank.decoder(identity).state_dict(), os.fspath(path))
+
+
+def bank_from_parts(
+    encoder: str | os.PathLike[str], decoders: Mapping[str, str | os.PathLike[str]]
+) -> FaceBank:
+    """A bank from an encoder file (``save_encoder``) and decoder files (``save_decoder``) keyed by identity."""
+    enc = torch.load(os.fspath(encoder), map_location="cpu", weights_only=True)
+    bank = FaceBank(config_from_dict(enc["model_args"]))
+    bank.encoder.load_state_dict(enc["state"])
+    for identity, path in decoders.items():
+        bank.add_identity(identity)
+        bank.decoder(identity).load_state_dict(torch.load(os.fspath(path), map_location="cpu", weights_only=True))
+    return bank
 
 
 # -----------------------------------------------------------------------------
@@ -334,6 +363,9 @@ __all__ = [
     "FaceBank",
     "save_bank",
     "load_bank",
+    "save_encoder",
+    "save_decoder",
+    "bank_from_parts",
     "model_flops",
     "param_count",
 ]

@@ -18,13 +18,19 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from famswap.errors import MediaTooLarge, NoFaceFound
+from common.errors import MediaTooLarge, NoFaceFound
 from swap_engine import align, video
+from swap_engine.device import resolve_device as resolve_device  # the one resolver, for pipeline's callers
 from swap_engine.pose_fade import PoseRange
 from swap_engine.track import ClipScan, Track, contact_sheet, save_image, scan_clip, track_thumbnail
+
+if TYPE_CHECKING:  # torch is imported only when training: `famswap tracks` starts without it
+    from swap_engine.model import FaceBank
+    from swap_engine.train import Progress, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +38,6 @@ StageProgress = Callable[[float, float, str], None]  # (done, total, message)
 
 CROP_SIZE = 256  # face sets and actor crops are stored at this size; models resize to their own
 ACTOR_MAX_FACES = 400
-
-
-def resolve_device(device: str | None) -> str:
-    """``auto``/None → ``cuda`` when torch sees a GPU, else ``cpu``; anything else as given."""
-    if device in (None, "auto"):
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def configure_torch(threads: int | None) -> None:
@@ -55,6 +52,11 @@ def configure_torch(threads: int | None) -> None:
 def default_model(device: str) -> str:
     """The model a device can train well in minutes: ``lite`` on a CPU, ``hires`` on a GPU."""
     return "hires" if device.startswith("cuda") else "lite"
+
+
+def choose_model(chosen: str | None, setting: str, device: str) -> str:
+    """The model to train: the job's (or command's) choice, else the setting unless it is ``auto``, else by device."""
+    return chosen or (setting if setting != "auto" else default_model(device))
 
 
 def file_digest(path: Path, length: int = 16) -> str:
@@ -115,9 +117,13 @@ def _capped(frames: Iterator[np.ndarray], cap: int | None, name: str) -> Iterato
         yield frame
 
 
+def _pose_or_nan(pose: np.ndarray | None) -> np.ndarray:
+    return np.full((4, 4), np.nan, np.float32) if pose is None else pose
+
+
 def save_scan(scan: ClipScan, path: Path) -> Path:
     """Store a scan (tracks with their per-frame landmarks and pose) as one .npz, atomically."""
-    arrays: dict[str, np.ndarray] = {
+    arrays: dict[str, Any] = {
         "meta": np.array([scan.frame_count, scan.width, scan.height], np.int64),
         "cuts": np.array(sorted(scan.cuts), np.int64),
     }
@@ -125,9 +131,7 @@ def save_scan(scan: ClipScan, path: Path) -> Path:
         frames = t.frames
         arrays[f"t{t.index}_frames"] = np.array(frames, np.int64)
         arrays[f"t{t.index}_points"] = np.stack([t.faces[i].points for i in frames]).astype(np.float32)
-        arrays[f"t{t.index}_pose"] = np.stack(
-            [t.faces[i].pose if t.faces[i].pose is not None else np.full((4, 4), np.nan, np.float32) for i in frames]
-        ).astype(np.float32)
+        arrays[f"t{t.index}_pose"] = np.stack([_pose_or_nan(t.faces[i].pose) for i in frames]).astype(np.float32)
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez_compressed(tmp, **arrays)
     tmp.replace(path)
@@ -178,7 +182,13 @@ def choose_actor_frames(track: Track, max_faces: int = ACTOR_MAX_FACES) -> list[
         return frames
     chosen = set(np.linspace(0, len(frames) - 1, max_faces - 4).round().astype(int).tolist())
     picked = {frames[k] for k in chosen}
-    for key in (lambda i: track.faces[i].yaw, lambda i: track.faces[i].pitch):
+    def yaw(i: int) -> float:
+        return track.faces[i].yaw
+
+    def pitch(i: int) -> float:
+        return track.faces[i].pitch
+
+    for key in (yaw, pitch):
         valid = [i for i in frames if not math.isnan(key(i))]
         if valid:
             picked.update((min(valid, key=key), max(valid, key=key)))
@@ -280,7 +290,7 @@ class TrainPlan:
     steps: int | None = None  # train exactly this many steps, whatever the time (``seconds`` is then ignored)
 
 
-def open_bank(bank_path: Path, model: str, identities: list[str]) -> object:
+def open_bank(bank_path: Path, model: str, identities: list[str]) -> FaceBank:
     """Load the bank, or create one; add decoders for identities it lacks (initialised from an existing one)."""
     from swap_engine.model import FaceBank, load_bank, model_config
 
@@ -300,20 +310,20 @@ def open_bank(bank_path: Path, model: str, identities: list[str]) -> object:
 def train_bank(
     plan: TrainPlan,
     *,
-    on_progress: Callable[[object], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-) -> object:
-    """Train the plan's identities (resuming ``plan.checkpoint`` if present) and save the bank. Returns TrainResult."""
+) -> TrainResult:
+    """Train the plan's identities (resuming ``plan.checkpoint`` if present) and save the bank."""
     from swap_engine.model import save_bank
     from swap_engine.train import TrainConfig, Trainer, make_trainset
 
     bank = open_bank(plan.bank_path, plan.model, sorted(plan.faces))
-    size = bank.cfg.out_size  # type: ignore[attr-defined]
+    size = bank.cfg.out_size
     data = {}
     for identity, path in plan.faces.items():
         crops, points, masks = load_faces(path, hair_model=plan.hair_model)
         data[identity] = make_trainset(crops, points, size, masks=masks)
-    cfg_args: dict[str, object] = {
+    cfg_args: dict[str, Any] = {
         "budget_seconds": None if plan.steps else plan.seconds,
         "max_steps": plan.steps,
         "device": plan.device,
@@ -324,7 +334,7 @@ def train_bank(
     }
     if plan.batch:
         cfg_args["batch"] = plan.batch
-    trainer = Trainer(bank, data, TrainConfig(**cfg_args), plan.checkpoint)  # type: ignore[arg-type]
+    trainer = Trainer(bank, data, TrainConfig(**cfg_args), plan.checkpoint)
     result = trainer.run(on_progress=on_progress, should_stop=should_stop)
     save_bank(plan.bank_path, bank, {"trained_steps": result.step})
     return result

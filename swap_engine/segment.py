@@ -128,7 +128,8 @@ def face_region(
     if core is not None:
         # The inner face stays whatever the segmenter said (softened, not eroded: it is grown to allow for that).
         hull = np.maximum(hull, core)
-    return np.clip(hull, 0.0, 1.0).astype(np.float32)
+    region: np.ndarray = np.clip(hull, 0.0, 1.0).astype(np.float32)
+    return region
 
 
 def crop_masks(crops: np.ndarray, points: np.ndarray, segmenter: HairSegmenter | None) -> np.ndarray:

@@ -65,7 +65,7 @@ class ClipScan:
 
     def track(self, index: int) -> Track:
         if not 0 <= index < len(self.tracks):
-            from famswap.errors import NoFaceFound
+            from common.errors import NoFaceFound
 
             raise NoFaceFound(
                 f"The clip has {len(self.tracks)} face track(s); there is no track {index}.",
@@ -97,7 +97,7 @@ def link_tracks(per_frame: Sequence[Sequence[Face]], cuts: Iterable[int] = (), m
             finished.extend(open_tracks)
             open_tracks = []
         # Close tracks that have not been seen for too long.
-        still_open = []
+        still_open: list[Track] = []
         for t in open_tracks:
             (still_open if i - t.last <= _MAX_GAP else finished).append(t)
         open_tracks = still_open

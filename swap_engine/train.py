@@ -36,7 +36,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,8 +45,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from famswap.errors import TrainingError
+from common.errors import TrainingError
 from swap_engine.augment import AugmentConfig, augment_batch
+from swap_engine.device import resolve_device
 from swap_engine.losses import face_loss, mask_loss, pixel_weight, region_weights
 from swap_engine.model import FaceBank, load_bank, save_bank
 
@@ -218,10 +219,9 @@ class TrainResult:
     samples_per_s: float
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+def torch_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a torch.device, ``auto``/None resolved by ``swap_engine.device.resolve_device``."""
+    return device if isinstance(device, torch.device) else torch.device(resolve_device(device))
 
 
 def identity_loss(
@@ -277,13 +277,13 @@ class Trainer:
                 )
         self.bank, self.cfg, self.checkpoint_path = bank, cfg, Path(checkpoint_path)
         self.ids = sorted(data)
-        self.device = resolve_device(cfg.device)
+        self.device = torch_device(cfg.device)
         cuda = self.device.type == "cuda"
         self.amp = cfg.amp if cfg.amp is not None else cuda
         self.channels_last = cfg.channels_last if cfg.channels_last is not None else cuda
         bank.to(self.device)
         if self.channels_last:
-            bank.to(memory_format=torch.channels_last)
+            bank.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub lacks it
 
         # Frozen decoders get no gradient and stay out of the optimizer: bit-identical afterwards.
         bank.requires_grad_(False)
@@ -294,7 +294,7 @@ class Trainer:
         fused = {"fused": True} if cuda else {"foreach": True}
         self.opt = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, **fused)
         self._encode: Callable[[torch.Tensor], torch.Tensor] = bank.encoder
-        self._decoders: dict[str, Callable] = {i: bank.decoder(i) for i in self.ids}
+        self._decoders: dict[str, Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]] = {i: bank.decoder(i) for i in self.ids}
         if cfg.compile:
             self._encode = torch.compile(bank.encoder)
             self._decoders = {i: torch.compile(d) for i, d in self._decoders.items()}
@@ -347,9 +347,10 @@ class Trainer:
         )  # (kB, S, S, 3) uint8
         maps = torch.cat([self._maps[i][j] for i, j in zip(self.ids, idx, strict=True)])  # (kB, 2, S, S)
         faces = faces.permute(0, 3, 1, 2).float().div_(255)  # (kB, 3, O, O), O = the decoder's output size
-        warped, target, maps = augment_batch(faces, maps, cfg.augment, self.gen)
+        warped, target, warped_maps = augment_batch(faces, maps, cfg.augment, self.gen)
+        assert warped_maps is not None  # maps in, maps out
         warped = self._to_input(warped)  # (kB, 3, S, S)
-        mask, emphasis = maps[:, :1], maps[:, 1:]  # (kB, 1, O, O) each
+        mask, emphasis = warped_maps[:, :1], warped_maps[:, 1:]  # (kB, 1, O, O) each
         if self.channels_last:
             warped = warped.contiguous(memory_format=torch.channels_last)
 
@@ -363,7 +364,7 @@ class Trainer:
         terms_t = torch.stack(terms).view(k, 2)  # (identities, [face, mask])
         total = terms_t[:, 0].sum() + cfg.mask_weight * terms_t[:, 1].sum()
         self.opt.zero_grad(set_to_none=True)
-        total.backward()
+        total.backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward is unannotated
         values = terms_t.detach().float().cpu()  # the step's one sync
         if not torch.isfinite(values).all():
             raise TrainingError(
@@ -416,7 +417,7 @@ class Trainer:
         t = min(1.0, (done - cfg.decay_from) / max(1e-9, 1.0 - cfg.decay_from))
         return cfg.lr * (cfg.final_lr + (1.0 - cfg.final_lr) * 0.5 * (1.0 + math.cos(math.pi * t)))
 
-    def _autocast(self):
+    def _autocast(self) -> AbstractContextManager[Any]:
         if not self.amp:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
@@ -724,7 +725,7 @@ def swap_faces(
     if crops.ndim != 4 or crops.shape[1] != crops.shape[2] or crops.shape[3] != 3 or crops.dtype != np.uint8:
         raise ValueError(f"crops must be (N, H, H, 3) uint8, got {crops.shape} {crops.dtype}")
     bank.decoder(identity)
-    dev = resolve_device(device) if device is not None else next(bank.parameters()).device
+    dev = torch_device(device) if device is not None else next(bank.parameters()).device
     bank.to(dev).eval()
     n, side, size, out_size = len(crops), crops.shape[1], bank.cfg.size, bank.cfg.out_size
     out = np.empty_like(crops)
@@ -758,6 +759,6 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "swap_faces",
-    "resolve_device",
+    "torch_device",
     "identity_loss",
 ]

@@ -59,7 +59,7 @@ from typing import IO, Any, Literal, TypeVar
 
 import numpy as np
 
-from famswap.errors import EncodeError, MediaTooLarge, UnsupportedMedia
+from common.errors import EncodeError, MediaTooLarge, UnsupportedMedia
 from swap_engine.ffmpeg_bin import SNAPSHOT, FFmpegTools, Release, find_ffmpeg
 
 # ffmpeg demuxer names we accept for user videos. Anything else (hls, concat, image2, *_pipe, raw streams...)
@@ -489,7 +489,9 @@ def parse_ffmpeg_report(stderr: str) -> ContainerReport:
 
 def _split_top(text: str) -> list[str]:
     """Split on ", " outside parentheses and brackets (``yuv420p(tv, bt709)`` stays one item)."""
-    items, depth, current = [], 0, []
+    items: list[str] = []
+    current: list[str] = []
+    depth = 0
     i = 0
     while i < len(text):
         ch = text[i]
@@ -512,7 +514,8 @@ def _parse_stream_line(kind: str, rest: str) -> StreamReport:
     codec_match = re.match(r"([\w-]+)", rest)
     stream = StreamReport(kind=kind, codec=codec_match.group(1) if codec_match else "unknown")
     stream.attached_pic = "(attached pic)" in rest
-    fps = tbr = None
+    fps: Fraction | None = None
+    tbr: Fraction | None = None
     for item in _split_top(rest)[1:]:
         match = _SIZE_RE.match(item)
         if match and stream.width is None:
@@ -535,9 +538,9 @@ def _parse_stream_line(kind: str, rest: str) -> StreamReport:
         match = _START_RE.match(item)
         if match:
             stream.start = float(match.group(1))
-    rate = fps or tbr
-    if rate:
-        stream.fps = snap_frame_rate(rate)
+    best = fps or tbr
+    if best:
+        stream.fps = snap_frame_rate(best)
     return stream
 
 
@@ -787,7 +790,7 @@ def _frame_stream(cmd: list[str], width: int, height: int, name: str) -> Iterato
         try:
             while True:
                 frame = np.empty((height, width, 3), dtype=np.uint8)
-                got = _read_exactly(proc.stdout, memoryview(frame).cast("B"))
+                got = _read_exactly(proc.stdout, memoryview(frame.data).cast("B"))
                 if got == 0:
                     break
                 if got < frame.nbytes:
@@ -1344,23 +1347,22 @@ def animation_command(
     out_height: int,
     kind: AnimationKind,
 ) -> list[str]:
-    """Raw RGB24 panels on stdin -> looping GIF (own 64-colour palette, no dithering: small) or lossy WebP."""
-    rate = _rate(Fraction(fps))
-    cmd = [
-        ffmpeg, "-hide_banner", "-v", "error",
-        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", rate, "-i", "pipe:0",
-    ]
-    scale = f"scale=-2:{int(out_height)}:flags=lanczos"
+    """Raw RGB24 panels on stdin -> looping GIF (own 64-colour palette, no dithering: small) or lossy WebP.
+
+    Built with ffmpeg-python's graph API: the GIF's scale → split → palettegen → paletteuse graph reads as the
+    graph it is, and ``.compile()`` still gives the argument list (tested without running ffmpeg)."""
+    import ffmpeg as ff  # ffmpeg-python: only builds argument lists, never runs anything
+
+    panels = ff.input("pipe:0", f="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=_rate(Fraction(fps)))
+    scaled = panels.video.filter("scale", -2, int(out_height), flags="lanczos")
     if kind == "gif":
-        graph = (
-            f"[0:v]{scale},split[a][b];[a]palettegen=max_colors=64:stats_mode=full[p];"
-            "[b][p]paletteuse=dither=none:diff_mode=rectangle"
-        )
-        cmd += ["-filter_complex", graph, "-loop", "0", "-f", "gif"]
+        frames = scaled.split()
+        palette = frames[0].filter("palettegen", max_colors=64, stats_mode="full")
+        graph = ff.filter([frames[1], palette], "paletteuse", dither="none", diff_mode="rectangle")
+        out = graph.output(str(out_path), f="gif", loop=0)
     else:
-        cmd += ["-vf", scale, "-c:v", "libwebp_anim", "-quality", "60", "-loop", "0", "-f", "webp"]
-    cmd += ["-y", str(out_path)]
-    return cmd
+        out = scaled.output(str(out_path), **{"c:v": "libwebp_anim"}, quality=60, loop=0, f="webp")
+    return [str(arg) for arg in out.overwrite_output().compile(cmd=[ffmpeg, "-hide_banner", "-v", "error"])]
 
 
 def _pick(count: int, limit: int) -> list[int]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from famswap.config import PATH_VARIABLES, absolute_path
+from common.config import PATH_VARIABLES, absolute_path
 
 REPO = Path(__file__).resolve().parents[1]
 

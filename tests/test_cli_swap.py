@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from common.config import Settings
+from storage import JobStatus, SwapJob, open_storage
 from swap_engine import video
 
 FRAMES = 20
@@ -73,6 +76,53 @@ def test_swap_start_to_finish(media: dict[str, Path], env: dict[str, str], tmp_p
     gif = out.with_name("OUT.compare.gif")
     assert gif.is_file() and gif.read_bytes()[:3] == b"GIF"
     assert report["comparison"] == str(gif)
+
+
+def test_the_command_line_and_the_worker_report_the_same_fields(
+    media: dict[str, Path], env: dict[str, str], tmp_path: Path
+) -> None:
+    """`famswap swap` and a swap job queued as the bot queues it, run by `famswap worker --once`, on the same clip
+    and person: the same report fields, the same labelled GIF and video metadata."""
+    out = tmp_path / "cli.mp4"
+    run = famswap(
+        ["swap", str(media["clip"]), "--identity-from", str(media["person"]), "--train-steps", "2",
+         "--out", str(out), "--device", "cpu", "--model", "lite"],
+        env, tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    cli = json.loads(out.with_name("cli.json").read_text())
+    settings = Settings.load(env, env_file=tmp_path / "no.env")
+
+    async def queue() -> int:
+        async with open_storage(settings) as store:
+            (person,) = await store.list_identities(0, 0)  # the CLI enrolled the person as from-<hash>
+            job = await store.enqueue(
+                0, 0, SwapJob(identity_id=person.id, identity_name=person.display_name, clip_name="clip.mp4",
+                              max_bytes=10 << 20, train_steps=2, title="as the bot queues it"),
+                identity_ids=[person.id], input=media["clip"],
+            )  # fmt: skip
+            return job.id
+
+    async def result(job_id: int) -> tuple[dict[str, object], bytes, Path]:
+        async with open_storage(settings) as store:
+            job = await store.get_job(job_id)
+            assert job.status is JobStatus.SUCCEEDED, job.error
+            done = await store.get_result(0, job_id, 0)
+            assert done.comparison is not None and done.video is not None
+            gif = await store.read_blob(done.comparison)
+            return done.report, gif, await store.decrypt_to(done.video, tmp_path / "worker.mp4")
+
+    job_id = asyncio.run(queue())
+    worker = famswap(["worker", "--once", "--device", "cpu"], env, tmp_path)
+    assert worker.returncode == 0, worker.stderr[-3000:]
+    report, gif, worker_video = asyncio.run(result(job_id))
+    assert set(report) == set(cli)
+    for field in ("kind", "frames", "swapped", "track", "tracks", "model", "identity", "has_audio"):
+        assert report[field] == cli[field], field
+    # Both before/after GIFs say they are synthetic, both videos carry the metadata.
+    assert b"AI face swap" in gif and b"AI face swap" in out.with_name("cli.compare.gif").read_bytes()
+    for path in (out, worker_video):
+        assert video.probe(path).tags.get("synthetic") == "true"
 
 
 def test_swap_refuses_a_text_file_as_the_clip(media: dict[str, Path], env: dict[str, str], tmp_path: Path) -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from famswap.config import DISCORD_API_DEFAULT, Settings, read_env_file
-from famswap.errors import ConfigError, MissingToken
+from common.config import DISCORD_API_DEFAULT, Settings, read_env_file
+from common.errors import ConfigError, MissingToken
 
 
 def test_defaults_need_no_environment(tmp_path: Path) -> None:

@@ -76,27 +76,56 @@ def test_ci_runs_the_readme_commands_as_written() -> None:
     assert "-eq 5" in "\n".join(ci_lines)
 
 
-def _imports(package: str) -> set[str]:
+OURS = {"common", "famswap", "swap_engine", "storage", "worker", "bot"}
+
+
+def _modules(package: str) -> set[str]:
+    """Every absolute module the package's files import (``a.b`` for ``from a.b import c``), at any depth."""
     found: set[str] = set()
     for path in (REPO / package).rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
-                found.update(alias.name.split(".")[0] for alias in node.names)
+                found.update(alias.name for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                found.add(node.module.split(".")[0])
+                found.add(node.module)
     return found
 
 
+def _imports(package: str) -> set[str]:
+    """The top-level packages that ``package`` imports, itself excluded."""
+    return {m.split(".")[0] for m in _modules(package)} - {package}
+
+
+def test_every_package_is_checked() -> None:
+    packages = {p.parent.name for p in REPO.glob("*/__init__.py")} - {"tests"}
+    assert packages == OURS, "a new package needs its place in the import rules below"
+
+
+def test_every_package_is_installed_and_copied_into_the_image() -> None:
+    include = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"]
+    assert {p.rstrip("*") for p in include["find"]["include"]} == OURS
+    copied = {rest.split()[0] for word, rest in _dockerfile_instructions() if word == "COPY"}
+    assert OURS <= copied, f"the Dockerfile does not copy {sorted(OURS - copied)}"
+
+
+def test_the_leaf_imports_nothing_of_ours() -> None:
+    assert not _imports("common") & OURS
+
+
+def test_the_application_is_imported_by_nothing() -> None:
+    for package in OURS - {"famswap"}:
+        assert "famswap" not in _imports(package), f"{package} imports the application"
+
+
 def test_imports_flow_one_way() -> None:
-    assert not _imports("bot") & {"torch", "cv2", "mediapipe", "swap_engine", "numpy"}
-    assert not _imports("storage") & {"torch", "cv2", "mediapipe", "swap_engine", "bot", "discord"}
-    engine_without_worker = set()
-    for path in (REPO / "swap_engine").rglob("*.py"):
-        if path.name == "worker.py":
-            continue
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                engine_without_worker.add(node.module.split(".")[0])
-            elif isinstance(node, ast.Import):
-                engine_without_worker.update(a.name.split(".")[0] for a in node.names)
-    assert not engine_without_worker & {"storage", "bot", "discord", "aiosqlite"}
+    """``common`` ← ``swap_engine`` / ``storage`` ← ``worker`` (engine meets storage) / ``bot`` ← ``famswap``."""
+    assert _imports("bot") & OURS <= {"common", "storage"}
+    assert not _imports("bot") & {"torch", "cv2", "mediapipe", "numpy"}
+    assert _imports("storage") & OURS <= {"common"}
+    assert not _imports("storage") & {"torch", "cv2", "mediapipe", "discord"}
+    assert _imports("worker") & OURS <= {"common", "storage", "swap_engine"}
+    assert "discord" not in _imports("worker")
+    # The engine is a library: of ours, only the error tree; never storage, the configuration or Discord.
+    engine = _modules("swap_engine")
+    assert {m for m in engine if m.split(".")[0] in OURS - {"swap_engine"}} <= {"common.errors"}
+    assert not {m.split(".")[0] for m in engine} & {"discord", "aiosqlite"}

@@ -39,14 +39,14 @@ import numpy as np
 import pytest
 from PIL import Image, ImageSequence
 
-from famswap.config import Settings
-from famswap.errors import FamswapError, NotAllowed, NotFound
+from common.config import Settings
+from common.errors import FamswapError, NotAllowed, NotFound
 from storage import IdentityStatus, JobKind, JobStatus, Storage, UploadKind, UploadStatus, open_storage
 from storage.crypto import load_or_create_key
 from swap_engine import video
 from swap_engine.ffmpeg_bin import find_ffmpeg
 from swap_engine.label import SYNTHETIC_METADATA, label_region
-from swap_engine.worker import Worker
+from worker.loop import Worker
 
 pytestmark = pytest.mark.slow
 
@@ -159,7 +159,7 @@ async def _enroll_and_swap(settings: Settings, media: Media, recorder: Recorder)
                    for i in (alice, grandpa)}  # fmt: skip
         worker = Worker(settings, "cpu")
         await _drain(store, worker)
-        payload = {"train_seconds": TRAIN_SECONDS, "model": "lite", "filename": "target.mp4"}
+        payload = {"train_seconds": TRAIN_SECONDS, "model": "lite", "clip_name": "target.mp4"}
         swap = await store.enqueue(
             GUILD, ALICE, JobKind.SWAP, payload, identity_ids=[alice.id], input=media.target
         )
@@ -433,7 +433,7 @@ async def test_refusals_store_nothing_and_a_revoke_keeps_the_worker_off_the_job(
     made: Made, tmp_path: Path
 ) -> None:
     settings = _copy_home(made, tmp_path)
-    payload = {"train_seconds": TRAIN_SECONDS, "model": "lite", "filename": "bob.mp4"}
+    payload = {"train_seconds": TRAIN_SECONDS, "model": "lite", "clip_name": "bob.mp4"}
     async with open_storage(settings, synchronous="NORMAL") as store:
         before = _snapshot(settings)
         # Bob has no grant: refused, told to ask Alice, and the clip he sent is not kept.

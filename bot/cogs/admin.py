@@ -12,7 +12,7 @@ from discord.ext import commands
 
 from bot import checks
 from bot.views.confirm import Confirm
-from famswap.errors import NotFound
+from common.errors import NotFound
 from storage import GuildSettings
 
 if TYPE_CHECKING:

@@ -21,8 +21,8 @@ from bot.progress import announce_job
 from bot.uploads import Media, download
 from bot.views.confirm import Confirm
 from bot.views.enroll_form import WhoseFace
-from famswap.errors import UnsupportedMedia
-from storage import Identity, JobKind, UploadKind
+from common.errors import UnsupportedMedia
+from storage import Identity, PrepareJob, UploadKind
 
 if TYPE_CHECKING:
     from bot.app import FamswapBot
@@ -225,9 +225,8 @@ class Enroll(commands.Cog):
         job = await store.enqueue(
             guild_id,
             user_id,
-            JobKind.PREPARE,
-            {"identity_id": identity.id, "identity_name": identity.display_name,
-             "title": f"Enrolling {identity.display_name}"},
+            PrepareJob(identity_id=identity.id, identity_name=identity.display_name,
+                       title=f"Enrolling {identity.display_name}"),
             identity_ids=[identity.id],
         )
         status = await announce_job(interaction, job)

@@ -13,7 +13,7 @@ from discord.ext import commands
 from bot import checks
 from bot.options import MyIdentity, OwnedIdentity, identity_label
 from bot.views.confirm import Confirm
-from famswap.errors import NotAllowed
+from common.errors import NotAllowed
 from storage import Bank, ForgetReport, Identity, IdentityStatus
 
 if TYPE_CHECKING:

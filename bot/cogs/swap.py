@@ -16,8 +16,8 @@ from bot.results import filesize_limit
 from bot.uploads import Media, download
 from bot.views.pick_face import PickFace
 from bot.views.show_result import ShowResult
-from famswap.errors import NotAllowed, NotFound, UnsupportedMedia
-from storage import Identity, IdentityStatus, Job, JobKind, JobStatus, UploadKind
+from common.errors import NotAllowed, NotFound, UnsupportedMedia
+from storage import Identity, IdentityStatus, Job, JobStatus, SwapJob, UploadKind
 
 if TYPE_CHECKING:
     from bot.app import FamswapBot
@@ -121,18 +121,18 @@ class Swap(commands.Cog):
             )
         assert interaction.guild_id is not None
         settings = self.bot.settings
-        payload = {
-            "identity_id": identity.id,
-            "identity_name": identity.display_name,
-            "clip_name": clip_name,
-            "face": face,
-            "quality": quality or settings.quality,
+        spec = SwapJob(
+            identity_id=identity.id,
+            identity_name=identity.display_name,
+            clip_name=clip_name,
+            track=None if face is None else face - 1,  # "Face N" on the contact sheet counts from 1
+            quality=quality or settings.quality,
             # The worker fits the video to this: the guild's upload limit, or the host's smaller cap.
-            "max_bytes": min(filesize_limit(self.bot, interaction.guild_id), settings.output_max_bytes),
-            "title": f"{identity.display_name} → {clip_name}",
-        }
+            max_bytes=min(filesize_limit(self.bot, interaction.guild_id), settings.output_max_bytes),
+            title=f"{identity.display_name} → {clip_name}",
+        )
         job = await self.bot.store.enqueue(
-            interaction.guild_id, interaction.user.id, JobKind.SWAP, payload, identity_ids=[identity.id], input=clip
+            interaction.guild_id, interaction.user.id, spec, identity_ids=[identity.id], input=clip
         )
         status = await announce_job(interaction, job, request_message_id=request_message_id)
         await interaction.edit_original_response(
@@ -148,17 +148,20 @@ class Swap(commands.Cog):
         if interaction.user.id != job.owner_id:
             await interaction.response.send_message(f"Only <@{job.owner_id}> can choose — it's their swap.", ephemeral=True)
             return
-        identity = await store.check_can_use(interaction.guild_id, int(job.payload["identity_id"]), interaction.user.id)
+        asked = job.payload
+        if not isinstance(asked, SwapJob) or len(job.identity_ids) != 1:
+            raise NotFound(f"Job #{job.id} is not a swap.", hint="Start a new one with /swap.")
+        identity = await store.check_can_use(interaction.guild_id, job.identity_ids[0], interaction.user.id)
         await interaction.response.defer(ephemeral=True, thinking=True)
         clip = await self._clip_of(job)
         sheet = interaction.message
         await self.start_swap(
             interaction,
             clip,
-            str(job.payload.get("clip_name", "clip.mp4")),
+            asked.clip_name,
             identity,
             face=face,
-            quality=job.payload.get("quality"),
+            quality=asked.quality,
             request_message_id=sheet.id if sheet else None,
         )
         try:  # the new job holds its own copy of the clip: the question's copy goes now

@@ -113,7 +113,7 @@ CREATE TABLE jobs (
     id                INTEGER PRIMARY KEY AUTOINCREMENT,
     guild_id          INTEGER NOT NULL REFERENCES guilds (id),
     owner_id          INTEGER NOT NULL REFERENCES users (id),
-    kind              TEXT NOT NULL CHECK (kind IN ('prepare', 'train', 'swap')),
+    kind              TEXT NOT NULL CHECK (kind IN ('prepare', 'train', 'swap', 'refit')),
     payload           TEXT NOT NULL DEFAULT '{}',
     priority          INTEGER NOT NULL DEFAULT 0,
     status            TEXT NOT NULL DEFAULT 'queued'

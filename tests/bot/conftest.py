@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from bot.app import FamswapBot, build_bot
-from famswap.config import Settings
+from common.config import Settings
 from storage import Identity, Job, JobKind, Storage, UploadStatus, open_storage
 from tests.bot.fake_discord import FakeChannel, FakeDiscord, FakeGuild, FakeUser
 
@@ -100,7 +100,7 @@ class StandInWorker:
     async def prepare(self, *, rejected: dict[str, str] | None = None) -> Job:
         """Finish the next prepare job: every upload accepted (one face) unless named in ``rejected``."""
         job = await self.claim(JobKind.PREPARE)
-        identity_id = int(job.payload["identity_id"])
+        (identity_id,) = job.identity_ids
         rejected = rejected or {}
         kept = 0
         for upload in await self.store.list_uploads(job.guild_id, identity_id, status=UploadStatus.PENDING):

@@ -71,7 +71,7 @@ async def test_serve_runs_until_cancelled(fake: FakeDiscord, family: Family, set
 async def test_run_bot_in_its_own_process(fake: FakeDiscord, family: Family, settings, tmp_path) -> None:
     env = {**os.environ, **fake.environ(), "FAMSWAP_HOME": str(settings.home), "FAMSWAP_KEY_FILE": str(settings.key_path),
            "FAMSWAP_ENV_FILE": str(tmp_path / "none.env")}
-    code = "from famswap.config import Settings; from bot.app import run_bot; run_bot(Settings.load())"
+    code = "from common.config import Settings; from bot.app import run_bot; run_bot(Settings.load())"
     proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code, env=env, stderr=asyncio.subprocess.PIPE)
     try:
         await fake.connected(timeout=30)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from famswap.errors import NotFound
+from common.errors import NotFound
 from storage import JobStatus, Storage
 from tests.bot.conftest import BotRunner, Family, ready_identity
 from tests.bot.fake_discord import FakeDiscord, FakeInteraction

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from famswap.config import Settings
+from common.config import Settings
 from storage import Storage
 from tests.bot.conftest import BotRunner, Family, ready_identity
 from tests.bot.fake_discord import FakeDiscord

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from famswap.errors import NotFound
+from common.errors import NotFound
 from storage import JobKind, JobStatus, Storage
 from tests.bot.conftest import BotRunner, Family, StandInWorker, image_bytes, ready_identity
 from tests.bot.fake_discord import FakeDiscord, FakeInteraction, FakeMessage
@@ -40,7 +40,7 @@ async def test_swap_shows_progress_then_posts_the_result(
     assert "Queued — 1st in line" in status.text and f"<@{family.alice.id}>" in status.text
 
     [job] = await store.list_jobs(family.guild.id)
-    assert job.payload["quality"] == "best" and job.payload["max_bytes"] <= family.guild.filesize_limit
+    assert job.payload.quality == "best" and job.payload.max_bytes <= family.guild.filesize_limit
     assert await store.read_blob(job.input) == clip, "the clip is stored encrypted, as sent"
 
     running = await worker.claim(JobKind.SWAP)
@@ -155,8 +155,8 @@ async def test_video_over_the_upload_limit_gets_a_smaller_copy(
     first = await fake.wait_message(family.general, lambda m: "here is **alice**" in m.text, what="the first result")
     assert first.filenames == ["before-after.gif"] and "smaller copy" in first.text
 
-    refit = await worker.claim(JobKind.SWAP)
-    assert refit.payload["refit_of"] > 0 and refit.payload["max_bytes"] < family.guild.filesize_limit
+    refit = await worker.claim(JobKind.REFIT)
+    assert refit.payload.refit_of > 0 and refit.payload.max_bytes < family.guild.filesize_limit
     assert await store.read_blob(refit.input) == clip, "the worker gets the video to shrink"
     smaller = clip[: len(clip) // 2]
     await worker.swap(smaller, job=refit)
@@ -174,8 +174,8 @@ async def test_video_too_big_for_the_guild_is_not_even_tried(
     first = await fake.wait_message(family.general, lambda m: "here is **alice**" in m.text, what="the result")
     assert first.filenames == ["before-after.gif"] and "upload limit (10 MB)" in first.text
     assert not [r for r in fake.requests if r.status == 413], "no doomed upload"
-    refit = await worker.claim(JobKind.SWAP)
-    assert refit.payload["refit_of"]
+    refit = await worker.claim(JobKind.REFIT)
+    assert refit.payload.refit_of
 
 
 async def test_failure_gets_a_short_message_with_the_hint(
@@ -213,7 +213,7 @@ async def test_clip_with_several_faces_asks_which(
     await fake.wait_for(lambda: "Queued as job" in pick.reply_text, what="the new job")
     await fake.wait_for(lambda: sheet.buttons == [] and "Face 2 chosen" in sheet.text, what="the buttons to go")
     chosen = await worker.claim(JobKind.SWAP)
-    assert chosen.payload["face"] == 2 and await store.read_blob(chosen.input) == clip
+    assert chosen.payload.track == 1 and await store.read_blob(chosen.input) == clip
     with pytest.raises(NotFound):  # the question's copy of the raw clip is gone once a face is chosen
         await store.get_result(family.guild.id, job.id, family.alice.id)
 

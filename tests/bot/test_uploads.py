@@ -11,7 +11,7 @@ import pytest
 
 from bot.progress import format_duration, progress_bar
 from bot.uploads import describe, download, mp4_duration, safe_filename, sniff
-from famswap.errors import FamswapError, MediaTooLarge, UnsupportedMedia
+from common.errors import FamswapError, MediaTooLarge, UnsupportedMedia
 from storage import UploadKind
 from tests.bot.fake_discord import FakeDiscord
 

@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from famswap.config import Settings
+from common.config import Settings
 from storage.api import Storage, open_storage
 from storage.records import Job, JobStatus
 from swap_engine.ffmpeg_bin import find_ffmpeg

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from famswap.errors import ModelFileError
+from common.errors import ModelFileError
 from swap_engine import assets
 from swap_engine.assets import LANDMARKER_FILE, LANDMARKER_SHA256, landmarker_path, verify_file
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from famswap.errors import MediaTooLarge
+from common.errors import MediaTooLarge
 from swap_engine import pipeline, video
 from tests.media_kit import make_clip, shrink_durations
 

@@ -348,7 +348,7 @@ def test_overlapping_the_work_does_not_change_a_frame(conv: SimpleNamespace, hai
 def test_an_encoder_failure_stops_conversion_with_its_error(
     conv: SimpleNamespace, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from famswap.errors import EncodeError
+    from common.errors import EncodeError
 
     original = video.VideoWriter.write
 

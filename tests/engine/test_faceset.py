@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from famswap.errors import NoFaceFound
+from common.errors import NoFaceFound
 from swap_engine import align
 from swap_engine.faceset import (
     BLURRY,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from famswap.errors import FFmpegNotFound
+from common.errors import FFmpegNotFound
 from swap_engine.ffmpeg_bin import (
     MIN_VERSION,
     SNAPSHOT,

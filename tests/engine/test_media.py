@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from famswap.errors import MediaTooLarge, UnsupportedMedia
+from common.errors import MediaTooLarge, UnsupportedMedia
 from swap_engine.media import load_image, sniff_kind
 
 

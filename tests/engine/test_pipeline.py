@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from famswap.errors import NoFaceFound
+from common.errors import NoFaceFound
 from swap_engine import label, pipeline, video
 from swap_engine.convert import ConvertOptions, convert_clip
 from swap_engine.model import FaceBank, load_bank, model_config, save_bank

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from famswap.errors import TrainingError
+from common.errors import TrainingError
 from swap_engine.augment import NO_AUGMENT, AugmentConfig, augment_batch
 from swap_engine.landmarks import FACE_OVAL, LEFT_BROW, LEFT_EYE, LIPS_OUTER, RIGHT_BROW, RIGHT_EYE
 from swap_engine.losses import face_loss, ssim_map

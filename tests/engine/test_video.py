@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from famswap.errors import EncodeError, MediaTooLarge, UnsupportedMedia
+from common.errors import EncodeError, MediaTooLarge, UnsupportedMedia
 from swap_engine import video
 from swap_engine.ffmpeg_bin import SNAPSHOT, FFmpegTools, bundled_ffmpeg, system_ffmpeg, unusable_because
 from swap_engine.video import (

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from storage_testkit import FakeClock
 
-from famswap.config import Settings
+from common.config import Settings
 from storage import Storage, open_storage
 
 

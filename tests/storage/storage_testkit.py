@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from famswap.config import Settings
+from common.config import Settings
 
 
 class FakeClock:

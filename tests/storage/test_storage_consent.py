@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from storage_testkit import FakeClock, data_files
 
-from famswap.config import Settings
-from famswap.errors import NotAllowed, NotFound
+from common.config import Settings
+from common.errors import NotAllowed, NotFound
 from storage import IdentityStatus, JobKind, JobStatus, LeaseLost, Storage, UploadKind, UploadStatus
 
 GUILD, OTHER_GUILD = 100, 200

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from storage_testkit import FakeClock, data_files
 
-from famswap.config import Settings
-from famswap.errors import ConfigError
+from common.config import Settings
+from common.errors import ConfigError
 from storage import Storage, UploadKind, open_storage
 from storage import queries as Q
 from storage.crypto import (
@@ -37,7 +37,7 @@ async def _fill(store: Storage, photos: list[Path], clip: Path | None) -> None:
     for photo in photos:
         await store.add_upload(1, identity.id, 10, photo, kind=UploadKind.IMAGE, filename=photo.name)
     if clip is not None:
-        job = await store.enqueue(1, 10, "swap", {"clip": clip.name}, identity_ids=[identity.id], input=clip)
+        job = await store.enqueue(1, 10, "swap", {"clip_name": clip.name}, identity_ids=[identity.id], input=clip)
         claimed = await store.claim("w")
         assert claimed is not None and claimed.id == job.id
         await store.report_progress(job.id, "w", stage="train", preview=photos[0].read_bytes())

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from famswap.config import Settings
+from common.config import Settings
 from storage import JobKind, open_storage
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import storage_testkit as kit
 
-from famswap.config import Settings
+from common.config import Settings
 from storage import JobKind, JobStatus, open_storage
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -37,7 +37,7 @@ def _wait_file(path: Path, process: multiprocessing.Process, timeout: float = 60
 async def test_two_worker_processes_run_200_jobs_exactly_once(settings: Settings, tmp_path: Path) -> None:
     async with open_storage(settings, synchronous="NORMAL") as store:
         ids = [
-            (await store.enqueue(1 + i % 3, 10 + i % 7, JobKind.SWAP, {"i": i}, enforce_quota=False)).id
+            (await store.enqueue(1 + i % 3, 10 + i % 7, JobKind.SWAP, {"title": f"job {i}"}, enforce_quota=False)).id
             for i in range(200)
         ]
     go = tmp_path / "go"

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 from storage_testkit import FakeClock
 
-from famswap.config import Settings
-from famswap.errors import NotAllowed, QuotaExceeded
+from common.config import Settings
+from common.errors import NotAllowed, QuotaExceeded
 from storage import JobKind, JobStatus, LeaseLost, Storage, open_storage
 
 
 async def _jobs(store: Storage, guild: int, owner: int, n: int, **kw) -> list[int]:
     return [
-        (await store.enqueue(guild, owner, JobKind.SWAP, {"n": i}, enforce_quota=False, **kw)).id
+        (await store.enqueue(guild, owner, JobKind.SWAP, {"title": f"job {i}"}, enforce_quota=False, **kw)).id
         for i in range(n)
     ]
 
@@ -237,7 +237,7 @@ async def test_list_jobs_and_guild_scoping(store: Storage) -> None:
 
 
 async def test_release_hands_the_job_back_without_counting_the_attempt(tmp_path: Path) -> None:
-    from famswap.config import Settings
+    from common.config import Settings
     from storage import JobKind, JobStatus, open_storage
 
     settings = Settings.load(

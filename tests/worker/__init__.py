@@ -1,1 +1,1 @@
-"""Tests of swap_engine.worker: real stages on tiny media, real worker processes, cancel, fairness, cleanup."""
+"""Tests of the worker package: real stages on tiny media, real worker processes, cancel, fairness, cleanup."""

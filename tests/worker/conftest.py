@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from famswap.config import Settings
+from common.config import Settings
 from storage import IdentityStatus, JobKind, JobStatus, UploadKind, open_storage
 from tests.worker.workerkit import (
     ALICE,

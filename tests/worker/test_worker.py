@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from famswap.config import Settings
-from famswap.errors import NotFound
+from common.config import Settings
+from common.errors import NotFound
 from storage import IdentityStatus, JobKind, JobStatus, UploadKind, open_storage
 from swap_engine import pipeline
-from swap_engine import worker as worker_module
 from tests.worker.conftest import Enrolled, Media
 from tests.worker.workerkit import ALICE, BOB, CLIP_FRAMES, GUILD, RecordingWorker, count_frames, wait_job
+from worker import loop as worker_module
 
 
 async def test_prepare_then_swap_complete_through_the_real_stages(
@@ -40,7 +40,7 @@ async def test_prepare_then_swap_complete_through_the_real_stages(
         assert alice.face_count == report["faces"] and alice.thumbnail is not None
 
         swap = await store.enqueue(
-            GUILD, ALICE, JobKind.SWAP, {"train_seconds": 1, "filename": "man.mp4"},
+            GUILD, ALICE, JobKind.SWAP, {"train_seconds": 1, "clip_name": "man.mp4"},
             identity_ids=[alice.id], input=media.clip,
         )  # fmt: skip
         await worker.drain()
@@ -78,7 +78,7 @@ async def test_a_clip_with_two_faces_asks_which_then_swaps_the_chosen_one(enroll
         assert asked.expires_at - asked.created_at <= timedelta(days=1)
 
         pick = await store.enqueue(
-            GUILD, ALICE, JobKind.SWAP, {"train_seconds": 1, "clip_name": "two.mp4", "face": 2},
+            GUILD, ALICE, JobKind.SWAP, {"train_seconds": 1, "clip_name": "two.mp4", "track": 1},
             identity_ids=[enrolled.alice], input=await store.read_blob(asked.video),
         )  # fmt: skip
         await worker.drain()
@@ -93,7 +93,7 @@ async def test_cancel_during_training_ends_the_job_within_5_s(enrolled: Enrolled
     worker = RecordingWorker(enrolled.settings)  # the default 2 s heartbeat is what notices the cancel
     async with open_storage(enrolled.settings, synchronous="NORMAL") as store:
         job = await store.enqueue(
-            GUILD, ALICE, JobKind.SWAP, {"train_seconds": 600, "filename": "man.mp4"},
+            GUILD, ALICE, JobKind.SWAP, {"train_seconds": 600, "clip_name": "man.mp4"},
             identity_ids=[enrolled.alice], input=enrolled.media.clip,
         )  # fmt: skip
         running = asyncio.create_task(worker.drain())
@@ -139,14 +139,14 @@ async def test_a_shutdown_just_after_the_last_stage_keeps_the_finished_work(
     fresh_settings: Settings, media: Media, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     worker = RecordingWorker(fresh_settings)
-    prepare = worker_module._HANDLERS[JobKind.PREPARE]
+    prepare = worker_module.HANDLERS[JobKind.PREPARE]
 
     def prepare_then_sigterm(ctx: worker_module.JobContext) -> worker_module.Outcome:
         outcome = prepare(ctx)
         worker.request_stop()  # what the SIGTERM handler does, arriving as the job finishes
         return outcome
 
-    monkeypatch.setitem(worker_module._HANDLERS, JobKind.PREPARE, prepare_then_sigterm)
+    monkeypatch.setitem(worker_module.HANDLERS, JobKind.PREPARE, prepare_then_sigterm)
     async with open_storage(fresh_settings, synchronous="NORMAL") as store:
         alice = await store.create_identity(GUILD, ALICE, "Alice")
         await store.add_upload(
@@ -210,7 +210,7 @@ async def test_a_refit_job_makes_a_finished_video_smaller(enrolled: Enrolled, tm
     worker = RecordingWorker(enrolled.settings)
     async with open_storage(enrolled.settings, synchronous="NORMAL") as store:
         job = await store.enqueue(
-            GUILD, ALICE, JobKind.SWAP, {"refit_of": 7, "max_bytes": limit}, identity_ids=[enrolled.alice],
+            GUILD, ALICE, JobKind.REFIT, {"refit_of": 7, "max_bytes": limit}, identity_ids=[enrolled.alice],
             input=big,
         )  # fmt: skip
         await worker.drain()

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from famswap.config import Settings
+from common.config import Settings
 from storage import JobKind, JobStatus, UploadKind, UploadStatus, open_storage
-from swap_engine import worker as worker_module
 from tests.media_kit import make_clip
 from tests.worker.conftest import Enrolled, Media
 from tests.worker.workerkit import ALICE, GUILD, RecordingWorker
+from worker import loop as worker_module
 
 LONG_NAME = "顔" * 96 + ".jpg"  # 100 characters, 292 bytes: more than a file name may have on most file systems
 
@@ -91,7 +91,7 @@ async def test_a_worker_whose_lease_expired_leaves_its_successors_folder_alone(
         assert may_end.wait(120)
         return worker_module.Outcome(report={"by": ctx.worker_id})
 
-    monkeypatch.setitem(worker_module._HANDLERS, JobKind.TRAIN, handler)
+    monkeypatch.setitem(worker_module.HANDLERS, JobKind.TRAIN, handler)
     first = RecordingWorker(fresh_settings, worker_id="first", heartbeat_s=3600.0)  # never renews its lease
     second = RecordingWorker(fresh_settings, worker_id="second")
     async with open_storage(fresh_settings, synchronous="NORMAL") as store:

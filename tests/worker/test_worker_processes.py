@@ -66,7 +66,7 @@ async def test_a_worker_killed_during_training_is_resumed_from_its_checkpoint(
     lease = 4.0
     async with open_storage(settings, synchronous="NORMAL") as store:
         job = await store.enqueue(
-            GUILD, ALICE, JobKind.SWAP, {"train_seconds": TRAIN_SECONDS, "filename": "man.mp4"},
+            GUILD, ALICE, JobKind.SWAP, {"train_seconds": TRAIN_SECONDS, "clip_name": "man.mp4"},
             identity_ids=[enrolled.alice], input=enrolled.media.clip,
         )  # fmt: skip
         doomed = SPAWN.Process(
@@ -118,7 +118,7 @@ async def test_sigterm_checkpoints_exits_cleanly_and_the_job_resumes(
     env.update(settings_env(settings), OMP_NUM_THREADS="1")  # one torch thread: see conftest.one_torch_thread
     async with open_storage(settings, synchronous="NORMAL") as store:
         job = await store.enqueue(
-            GUILD, ALICE, JobKind.SWAP, {"train_seconds": TRAIN_SECONDS, "filename": "man.mp4"},
+            GUILD, ALICE, JobKind.SWAP, {"train_seconds": TRAIN_SECONDS, "clip_name": "man.mp4"},
             identity_ids=[enrolled.alice], input=enrolled.media.clip,
         )  # fmt: skip
         with show_log.open("wb") as log:

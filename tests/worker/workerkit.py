@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from famswap.config import Settings
+from common.config import Settings
 from storage import Job, Storage
-from swap_engine.worker import Worker
+from worker.loop import Worker
 
 if TYPE_CHECKING:
     from swap_engine.model import ModelConfig

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from famswap.errors import ConfigError, MissingToken
+from common.errors import ConfigError, MissingToken
 
 DISCORD_API_DEFAULT = "https://discord.com/api/v10"
 DISCORD_GATEWAY_DEFAULT = "wss://gateway.discord.gg"
@@ -35,7 +35,7 @@ def _parse_bool(name: str, raw: str) -> bool:
     raise ConfigError(f"{name}={raw!r} is not a yes/no value.", hint=f"Set {name} to 1 or 0.")
 
 
-def _parse_number(kind: Callable[[str], Any], minimum: float) -> Callable[[str, str], Any]:
+def _parse_number(kind: Callable[[Any], Any], minimum: float) -> Callable[[str, str], Any]:
     def parse(name: str, raw: str) -> Any:
         try:
             value = kind(raw.strip())

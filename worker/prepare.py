@@ -1,0 +1,103 @@
+"""The ``prepare`` job: an identity's uploads → its face set, with a verdict per upload and a thumbnail grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from common.errors import FamswapError, MediaError, NoFaceFound
+from storage import Identity, IdentityStatus, Upload, UploadKind, UploadStatus
+from swap_engine.faceset import merge_facesets, pack_faceset, thumbnail_grid
+from worker.context import JobContext, Outcome, check_video, identity_faces, named, safe_suffix
+
+
+def run_prepare(ctx: JobContext) -> Outcome:
+    """Decrypt the identity's uploads, build the face set, record each upload's verdict, store set + thumbnails."""
+    from swap_engine.assets import hair_segmenter_path, landmarker_path
+    from swap_engine.faceset import build_faceset
+
+    (identity_id,) = ctx.job.identity_ids
+    store, guild = ctx.store, ctx.job.guild_id
+    identity: Identity = ctx.call(store.get_identity(guild, identity_id))
+    usable = [u for u in ctx.call(store.list_uploads(guild, identity_id)) if u.status != UploadStatus.REJECTED]
+    # Uploads already judged may have had their raw file deleted (retention): their faces live on in the current
+    # face set, which is merged into the new one below.
+    uploads = [u for u in usable if u.blob is not None]
+    earlier = None
+    if identity.faceset is not None and any(u.blob is None for u in usable):
+        earlier = identity_faces(ctx, identity)
+    if not uploads:
+        raise NoFaceFound(f"{identity.display_name} has no new photos or videos to learn from.",
+                          hint="Send some with /enroll.")
+    inputs_dir = ctx.folder / "inputs"
+    inputs_dir.mkdir(exist_ok=True)
+    # Each upload is decrypted under its id, never under the name the user gave it (names repeat, and can be
+    # anything: too long for the file system, or a path); messages still name what the user sent.
+    by_source: dict[str, Upload] = {}
+    paths: list[Path] = []
+    lines: list[str] = []
+    refused: list[FamswapError] = []
+    for u in uploads:
+        path = ctx.call(store.decrypt_to(u.blob, inputs_dir / f"{u.id}{safe_suffix(u.filename)}"))
+        if u.kind is UploadKind.VIDEO:
+            try:  # every cap before any frame is decoded: a 4096x4096 or 1000 fps video is refused in seconds
+                check_video(path, ctx.settings)
+            except MediaError as exc:
+                reason = named(exc.message, path.name, u.filename)
+                refused.append(type(exc)(reason, hint=exc.hint))
+                ctx.call(store.record_upload_outcome(u.id, UploadStatus.REJECTED, reason=refused[-1].user_text()))
+                lines.append(f"{u.filename}: rejected — {refused[-1].user_text()}")
+                path.unlink(missing_ok=True)
+                continue
+        paths.append(path)
+        by_source[path.name] = u
+    if not paths:
+        keep = IdentityStatus.READY if identity.faceset is not None else IdentityStatus.EMPTY
+        ctx.call(store.set_identity_status(guild, identity_id, keep))
+        raise refused[0]
+    ctx.progress("faces", 0.0, f"looking for {identity.display_name}'s face in {len(paths)} file(s)")
+    out = ctx.folder / "faceset"
+    s = ctx.settings
+    try:
+        report = build_faceset(
+            paths,
+            out,
+            landmarker_path(s.models_path),
+            max_image_pixels=s.max_image_pixels,
+            hair_model=hair_segmenter_path(s.models_path),
+            max_video_seconds=s.max_clip_seconds,
+            max_video_pixels=s.max_clip_pixels,
+            on_progress=lambda fraction, message: ctx.progress("faces", fraction, message),
+        )
+    except NoFaceFound as exc:
+        for u in by_source.values():
+            if u.status == UploadStatus.PENDING:
+                ctx.call(store.record_upload_outcome(u.id, UploadStatus.REJECTED, reason=exc.message))
+        keep = IdentityStatus.READY if identity.faceset is not None else IdentityStatus.EMPTY
+        ctx.call(store.set_identity_status(guild, identity_id, keep))
+        raise
+    for source, u in by_source.items():
+        kept = sum(1 for r in report.kept if r.source == source)
+        problems = [r for r in report.rejected if r.source == source and r.frame is None]
+        if kept:
+            ctx.call(store.record_upload_outcome(u.id, UploadStatus.ACCEPTED, faces_found=kept))
+            lines.append(f"{u.filename}: {kept} face{'s' if kept != 1 else ''} kept")
+        else:
+            reason = named(problems[0].detail, source, u.filename) if problems else "no usable face"
+            ctx.call(store.record_upload_outcome(u.id, UploadStatus.REJECTED, reason=reason))
+            lines.append(f"{u.filename}: rejected — {reason}")
+    summary = report.summary()
+    total = len(report.kept)
+    if earlier is not None:
+        total = merge_facesets(out, earlier)
+        summary += f" ({total} faces in all with the ones enrolled before)"
+    archive = pack_faceset(out, ctx.folder / "faceset.tar")
+    thumb = thumbnail_grid(out)
+    ctx.call(
+        store.set_faceset(
+            guild, identity_id, archive, face_count=total,
+            summary={"text": summary, "lines": lines}, thumbnail=thumb,
+        )
+    )  # fmt: skip
+    return Outcome(comparison=thumb, report={"kind": "prepare", "identity": identity.display_name,
+                                             "faces": total, "summary": summary, "lines": lines})
+
