@@ -1,20 +1,21 @@
-"""Convert a clip again with a bank `famswap swap` already trained, under other conversion options: an A/B of the
-conversion alone (masks, mouth, sharpening), the training held fixed.
+"""Convert a clip again with the face bank an earlier `famswap swap` trained, under other conversion options: an A/B
+of the conversion alone (masks, colour, mouth, detail), the training held fixed.
 
-    FAMSWAP_HOME=H FAMSWAP_KEY_FILE=K .venv/bin/python benchmarks/reconvert.py CLIP --identity-from ENROLL... \\
-        --out OUT.mp4 [--keep-mouth] [--no-hair] [--no-pose-fade] [--sharpen 1.0]
+    FAMSWAP_HOME=H FAMSWAP_KEY_FILE=K .venv/bin/python benchmarks/reconvert.py CLIP --identity NAME --out OUT.mp4 \\
+        [--keep-mouth] [--no-hair] [--no-pose-fade] [--no-learned-mask] [--sharpen 1.0] [--color reinhard] \\
+        [--crop-px 256 --detail 0.8 --detail-sigma 0.75]
 
 H and K are the data home and key of the earlier `famswap swap` (benchmarks/quality_swap.sh keeps them as
-$OUT/home-M and $OUT/home-M/key). The person is the identity the CLI enrolled them as (``from-`` and a hash of the
-enrolled files), their decoder and the encoder come from storage's bank of the local guild; the face set and the scan
-are made again (a few seconds), the clip's main face is swapped.
+$OUT/home-M and $OUT/home-M/key). NAME is the person as `famswap identities` lists them (`--identity-from` enrolls
+them as ``from-…``; with one person enrolled, NAME may be left out). The person's decoder and face set come from the
+local guild's storage; the clip is scanned again and its main face swapped. The actor's own decoder is not needed:
+conversion encodes the actor's face and decodes it as the person.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import sys
 import tempfile
 from pathlib import Path
@@ -22,37 +23,45 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.config import Settings  # noqa: E402
-from storage import LOCAL_GUILD, LOCAL_USER, open_storage  # noqa: E402
+from storage import open_storage  # noqa: E402
+from storage.api import LOCAL_GUILD, LOCAL_USER  # noqa: E402
 from swap_engine import pipeline  # noqa: E402
 from swap_engine.assets import hair_segmenter_path, landmarker_path  # noqa: E402
 from swap_engine.convert import ConvertOptions, convert_clip  # noqa: E402
-from swap_engine.faceset import build_faceset  # noqa: E402
+from swap_engine.faceset import unpack_faceset  # noqa: E402
 from swap_engine.model import FaceBank, bank_from_parts  # noqa: E402
 from worker.bank import decrypt_bank  # noqa: E402
 
 
-async def _local_bank(settings: Settings, name: str, work: Path) -> tuple[FaceBank, str]:
-    """The local guild's bank and the engine key of the identity ``name``."""
+async def fetch(settings: Settings, name: str | None, work: Path) -> tuple[FaceBank, str, Path]:
+    """The local guild's bank, the person's decoder id in it, and their face-set folder."""
     async with open_storage(settings) as store:
-        identity = await store.find_identity(LOCAL_GUILD, LOCAL_USER, name)
-        bank = await store.get_bank(LOCAL_GUILD)
-        if bank is None or bank.encoder is None:
-            raise SystemExit("the data home has no trained bank")
-        encoder, decoders = await decrypt_bank(store, bank, work)
-    return bank_from_parts(encoder, decoders), identity.engine_id
+        people = await store.list_identities(LOCAL_GUILD, LOCAL_USER)
+        if name is None:
+            if len(people) != 1:
+                raise SystemExit(f"say --identity: enrolled are {[p.display_name for p in people]}")
+            person = people[0]
+        else:
+            person = await store.find_identity(LOCAL_GUILD, LOCAL_USER, name)
+        bank_row = await store.get_bank(LOCAL_GUILD)
+        if bank_row is None or bank_row.encoder is None or person.faceset is None:
+            raise SystemExit(f"{settings.home} holds no trained bank or no face set for {person.display_name}")
+        encoder, decoders = await decrypt_bank(store, bank_row, work)
+        archive = await store.decrypt_to(person.faceset, work / "faceset.tar")
+        return bank_from_parts(encoder, decoders), person.engine_id, unpack_faceset(archive, work / "person")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("clip", type=Path)
-    parser.add_argument("--identity-from", type=Path, nargs="+", required=True)
+    parser.add_argument("--identity", default=None)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--keep-mouth", action="store_true")
     parser.add_argument("--no-hair", action="store_true", help="landmark hull only, no hair segmenter")
     parser.add_argument("--no-pose-fade", action="store_true")
-    parser.add_argument("--sharpen", type=float, default=1.0)
     parser.add_argument("--no-learned-mask", action="store_true",
                         help="ignore the decoder's learned mask (blend over the actor's face mask alone)")
+    parser.add_argument("--sharpen", type=float, default=1.0)
     parser.add_argument("--color", default="reinhard", choices=("reinhard", "histogram", "none"))
     parser.add_argument("--crop-px", type=int, default=None)
     parser.add_argument("--detail", type=float, default=0.0)
@@ -64,17 +73,12 @@ def main(argv: list[str] | None = None) -> int:
 
         plain = train.swap_faces
         train.swap_faces = lambda *a, **k: (plain(*a, **k)[0], None)  # type: ignore[assignment]
-    files = sorted(args.identity_from)
-    name = "from-" + hashlib.sha256("".join(pipeline.file_digest(f) for f in files).encode()).hexdigest()[:12]
-    landmarker, hair = landmarker_path(settings.models_path), hair_segmenter_path(settings.models_path)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        bank, person = asyncio.run(_local_bank(settings, name, work))
-        if person not in bank.identities:
-            print(f"no decoder for {name} in the bank (it has {bank.identities})", file=sys.stderr)
-            return 1
-        build_faceset(files, work / "person", landmarker, hair_model=hair)
+        bank, person, faces = asyncio.run(fetch(settings, args.identity, work))
+        landmarker = landmarker_path(settings.models_path)
         scan = pipeline.scan_video(args.clip, landmarker)
+        hair = hair_segmenter_path(settings.models_path)
         opts = ConvertOptions(
             identity=person,
             device="cpu",
@@ -86,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             detail_sigma=args.detail_sigma,
             keep_mouth=args.keep_mouth,
             hair_model=None if args.no_hair else hair,
-            pose_range=None if args.no_pose_fade else pipeline.pose_range(work / "person"),
+            pose_range=None if args.no_pose_fade else pipeline.pose_range(faces),
         )
         report = convert_clip(args.clip, bank, scan, args.out, opts)
     print(f"{args.out}: {report.swapped} of {report.frames} frames swapped, {report.faded} faded; {report.notes}")
