@@ -175,7 +175,7 @@ def test_hair_pixels_do_not_count_in_the_loss():
         rgb.grad = None
         face_term, mask_term = identity_loss(rgb, pred_mask, target, mask, emphasis, cfg)
         (face_term + mask_term).backward()
-        return float(face_term), rgb.grad.clone()
+        return float(face_term.detach()), rgb.grad.clone()
 
     cfg = TrainConfig()
     loss_a, grad_a = loss_and_grad(target_a, cfg)
