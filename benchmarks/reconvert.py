@@ -2,7 +2,7 @@
 of the conversion alone (masks, colour, mouth, detail), the training held fixed.
 
     FAMSWAP_HOME=H FAMSWAP_KEY_FILE=K .venv/bin/python benchmarks/reconvert.py CLIP --identity NAME --out OUT.mp4 \\
-        [--keep-mouth] [--no-hair] [--no-pose-fade] [--no-learned-mask] [--sharpen 1.0] [--color reinhard] \\
+        [--keep-mouth] [--no-hair] [--no-pose-fade] [--learned-mask] [--sharpen 1.0] [--color reinhard] \\
         [--crop-px 256 --detail 0.8 --detail-sigma 0.75]
 
 H and K are the data home and key of the earlier `famswap swap` (benchmarks/quality_swap.sh keeps them as
@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-mouth", action="store_true")
     parser.add_argument("--no-hair", action="store_true", help="landmark hull only, no hair segmenter")
     parser.add_argument("--no-pose-fade", action="store_true")
-    parser.add_argument("--no-learned-mask", action="store_true",
-                        help="ignore the decoder's learned mask (blend over the actor's face mask alone)")
+    parser.add_argument("--learned-mask", action="store_true",
+                        help="also cut the paste by the decoder's learned mask (off by default)")
     parser.add_argument("--sharpen", type=float, default=1.0)
     parser.add_argument("--color", default="reinhard", choices=("reinhard", "histogram", "none"))
     parser.add_argument("--crop-px", type=int, default=None)
@@ -68,11 +68,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detail-sigma", type=float, default=1.0)
     args = parser.parse_args(argv)
     settings = Settings.load()
-    if args.no_learned_mask:
-        import swap_engine.train as train
-
-        plain = train.swap_faces
-        train.swap_faces = lambda *a, **k: (plain(*a, **k)[0], None)  # type: ignore[assignment]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         bank, person, faces = asyncio.run(fetch(settings, args.identity, work))
@@ -89,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             detail=args.detail,
             detail_sigma=args.detail_sigma,
             keep_mouth=args.keep_mouth,
+            learned_mask=args.learned_mask,
             hair_model=None if args.no_hair else hair,
             pose_range=None if args.no_pose_fade else pipeline.pose_range(faces),
         )

@@ -194,12 +194,17 @@ def face_mask(
     canvas = np.zeros((size, size), np.uint8)
     cv2.fillConvexPoly(canvas, hull, 255, lineType=cv2.LINE_AA, shift=4)
     mask: np.ndarray = canvas.astype(np.float32) / 255.0
-    feather = size * 0.02 if feather_px is None else float(feather_px)
-    if feather > 0:
-        radius = max(1, round(feather))
+    return feather_inward(mask, size * 0.02 if feather_px is None else float(feather_px))
+
+
+def feather_inward(mask: np.ndarray, feather_px: float) -> np.ndarray:
+    """``mask`` ``(S, S)`` float32 softened *inward* over about ``2 * feather_px``: eroded by ``feather_px``, then
+    blurred with sigma ``feather_px / 2``, so it stays 0 on and outside the original edge. 0 leaves it as it is."""
+    if feather_px > 0:
+        radius = max(1, round(feather_px))
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
         mask = cv2.erode(mask, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-        mask = cv2.GaussianBlur(mask, (0, 0), sigmaX=feather / 2)
+        mask = cv2.GaussianBlur(mask, (0, 0), sigmaX=feather_px / 2)
     return np.asarray(np.clip(mask, 0.0, 1.0))
 
 

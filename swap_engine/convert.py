@@ -7,8 +7,8 @@ the label every output frame carries). The output keeps the clip's fps, frame co
 metadata, and is fitted to a byte limit.
 
 Where the swap shows: the actor's face without hair (``segment.face_region`` on each frame's crop, with the hair
-segmenter when ``ConvertOptions.hair_model`` is set; smoothed over frames) ∩ the decoder's learned mask (where the
-person's face is, their own hair left out) × the pose weight (``pose_fade``: fades out, never pops, where the actor
+segmenter when ``ConvertOptions.hair_model`` is set; smoothed over frames) (∩ the decoder's learned mask only with
+``ConvertOptions.learned_mask``) × the pose weight (``pose_fade``: fades out, never pops, where the actor
 turns past the poses the person enrolled) × (optionally) not the actor's mouth opening. Everything else, the
 actor's hair and fringe in front of the face included, is the actor's own frame.
 
@@ -86,6 +86,10 @@ class ConvertOptions:
     hair_model: Path | None = None  # hair_segmenter.tflite: keep the actor's hair in front; None: landmark hull only
     pose_range: PoseRange | None = None  # the poses the person enrolled; None: never fade
     keep_mouth: bool = False  # keep the actor's mouth opening (teeth, tongue) instead of the decoder's
+    # Also cut the paste by the decoder's learned mask. Off: it learns where the *person's* hair hid their face, so it
+    # cut a long-haired person's temples and forehead out of every swap (W→M gallery top-1 56.5 % without it, 0 %
+    # with it, same bank; docs/QUALITY.md). The actor's own hair is kept by the actor's mask either way.
+    learned_mask: bool = False
     crop_px: int | None = None  # side of the crop that is colour-matched and blended; None: the decoder's output
     detail: float = 0.0  # how much of the actor's finest detail (above detail_sigma) to lay over the face, 0 = off
     detail_sigma: float = 1.0  # in pixels of the model's input face: detail finer than this is the actor's
@@ -324,7 +328,7 @@ class FrameSwapper:
                 # with the spread's change capped (COLOUR_MAX_GAIN): the light and tint match, no black-hole eyes.
                 assert p.points is not None
                 matched.append(self.colour.apply(face, p.crop, actor * skin_weight(p.points, self.size)))
-            masks = [None] * len(faces) if learned is None else list(learned)
+            masks = [None] * len(faces) if learned is None or not self.opts.learned_mask else list(learned)
             jobs = list(zip(faces, matched, actors, masks, strict=True))
             pasted = self._map(lambda job: self._paste(*job, inplace=inplace), jobs)
             for p, frame in zip(faces, pasted, strict=True):

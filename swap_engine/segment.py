@@ -26,7 +26,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from swap_engine.align import face_mask
+from swap_engine.align import face_mask, feather_inward
 from swap_engine.landmarks import LEFT_EYE, LIPS_OUTER, RIGHT_EYE
 from swap_engine.native_log import quiet_native_stderr
 
@@ -118,13 +118,9 @@ def face_region(
         hull = hull * (1.0 - hair_weight(hair, size))
         core = inner_face(points, size)
     feather = size * 0.02 if feather_px is None else float(feather_px)
-    if feather > 0:
-        radius = max(1, round(feather))
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-        hull = cv2.erode(hull, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-        hull = cv2.GaussianBlur(hull, (0, 0), sigmaX=feather / 2)
-        if core is not None:
-            core = cv2.GaussianBlur(core, (0, 0), sigmaX=feather / 2)
+    hull = feather_inward(hull, feather)
+    if feather > 0 and core is not None:
+        core = cv2.GaussianBlur(core, (0, 0), sigmaX=feather / 2)
     if core is not None:
         # The inner face stays whatever the segmenter said (softened, not eroded: it is grown to allow for that).
         hull = np.maximum(hull, core)

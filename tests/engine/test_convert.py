@@ -448,7 +448,7 @@ def test_conversion_caps_the_colour_gain_and_detail_is_off_by_default(conv: Simp
     opts = ConvertOptions(identity="person")
     swapper = FrameSwapper(conv.bank, opts, 30.0, align.DEFAULT_COVERAGE)
     assert swapper.colour is not None and swapper.colour.max_gain == COLOUR_MAX_GAIN <= 1.5
-    assert opts.detail == 0 and not opts.keep_mouth  # both measured as no better: docs/QUALITY.md
+    assert opts.detail == 0 and not opts.keep_mouth and not opts.learned_mask  # measured: docs/QUALITY.md
     face = conv.scan.track(0).faces[0]
     points = align.transform_points(face.points, align.align_matrix(face.points, 128))
     weight = skin_weight(points, 128)
