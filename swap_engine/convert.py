@@ -48,6 +48,7 @@ import numpy as np
 from swap_engine import align, blend, color, label, smooth, video
 from swap_engine.landmarks import LIPS_INNER
 from swap_engine.pose_fade import ADVICE, FADED_BELOW, FadeFilter, PoseRange
+from swap_engine.segment import part_hulls, skin_weight
 from swap_engine.track import ClipScan, Track
 
 log = logging.getLogger(__name__)
@@ -409,32 +410,10 @@ class FrameSwapper:
         return blend.composite(p.frame, face, p.matrix, mask, mode=self.opts.blend, inplace=inplace)
 
 
-def skin_weight(points: np.ndarray, size: int) -> np.ndarray:
-    """``(size, size)`` float32 in ``[0, 1]``: 0 over the eyes, brows, nose and lips (grown by 4 % of ``size`` and
-    softened), 1 elsewhere."""
-    from swap_engine.landmarks import LEFT_BROW, LEFT_EYE, LIPS_OUTER, RIGHT_BROW, RIGHT_EYE
-
-    features = np.zeros((size, size), np.uint8)
-    pts = np.asarray(points, np.float64)
-    nose = (168, 6, 197, 195, 5, 4, 1, 19, 94, 2, 98, 327, 64, 294, 129, 358)
-    for part in (RIGHT_EYE + RIGHT_BROW, LEFT_EYE + LEFT_BROW, nose, LIPS_OUTER):
-        hull = cv2.convexHull(np.round(pts[list(part)] * 16).astype(np.int32))
-        cv2.fillConvexPoly(features, hull, 1, lineType=cv2.LINE_8, shift=4)
-    radius = max(1, round(size * 0.04))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    grown = cv2.dilate(features, kernel).astype(np.float32)
-    return 1.0 - cv2.GaussianBlur(grown, (0, 0), radius / 2)
-
-
 def mouth_mask(points: np.ndarray, size: int) -> np.ndarray:
     """``(size, size)`` float32 in {0, 1}: the mouth opening (inside the inner lip line), grown by 1 % of ``size``
     so the teeth's edge is the actor's too. Empty when the mouth is closed."""
-    canvas = np.zeros((size, size), np.uint8)
-    hull = cv2.convexHull(np.round(np.asarray(points, np.float64)[list(LIPS_INNER)] * 16).astype(np.int32))
-    cv2.fillConvexPoly(canvas, hull, 1, lineType=cv2.LINE_8, shift=4)
-    radius = max(1, round(size * 0.01))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    return cv2.dilate(canvas, kernel).astype(np.float32)
+    return part_hulls(points, size, (LIPS_INNER,), 0.01)
 
 
 def convert_clip(

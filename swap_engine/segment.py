@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from swap_engine.align import face_mask, feather_inward
-from swap_engine.landmarks import LEFT_EYE, LIPS_OUTER, RIGHT_EYE
+from swap_engine.landmarks import LEFT_BROW, LEFT_EYE, LIPS_OUTER, RIGHT_BROW, RIGHT_EYE
 from swap_engine.native_log import quiet_native_stderr
 
 # Nose from bridge to tip and its wings: with the eyes and lips, the part of a face that is never hair.
@@ -93,16 +93,30 @@ def hair_weight(hair: np.ndarray, size: int) -> np.ndarray:
     return cv2.dilate(ramp, kernel)
 
 
-def inner_face(points: np.ndarray, size: int) -> np.ndarray:
-    """``(S, S)`` float32 in {0, 1}: the convex hulls of the eyes, the nose and the lips, grown by 2 % of ``size``."""
+def part_hulls(points: np.ndarray, size: int, parts: tuple[tuple[int, ...], ...], grow: float) -> np.ndarray:
+    """``(S, S)`` float32 in {0, 1}: the convex hull of each group of landmark indices in ``parts``, grown by
+    ``grow`` of ``size`` (at least one pixel)."""
     out = np.zeros((size, size), np.uint8)
     pts = np.asarray(points, np.float64)
-    for part in (RIGHT_EYE, LEFT_EYE, _NOSE, LIPS_OUTER):
+    for part in parts:
         hull = cv2.convexHull(np.round(pts[list(part)] * 16).astype(np.int32))
         cv2.fillConvexPoly(out, hull, 1, lineType=cv2.LINE_8, shift=4)
-    radius = max(1, round(size * _CORE_GROW))
+    radius = max(1, round(size * grow))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
     return cv2.dilate(out, kernel).astype(np.float32)
+
+
+def inner_face(points: np.ndarray, size: int) -> np.ndarray:
+    """``(S, S)`` float32 in {0, 1}: the convex hulls of the eyes, the nose and the lips, grown by 2 % of ``size``."""
+    return part_hulls(points, size, (RIGHT_EYE, LEFT_EYE, _NOSE, LIPS_OUTER), _CORE_GROW)
+
+
+def skin_weight(points: np.ndarray, size: int) -> np.ndarray:
+    """``(S, S)`` float32 in ``[0, 1]``: 0 over the eyes, brows, nose and lips (grown by 4 % of ``size`` and
+    softened), 1 elsewhere: where a face is skin."""
+    parts = (RIGHT_EYE + RIGHT_BROW, LEFT_EYE + LEFT_BROW, _NOSE, LIPS_OUTER)
+    features = part_hulls(points, size, parts, 0.04)
+    return 1.0 - cv2.GaussianBlur(features, (0, 0), max(1, round(size * 0.04)) / 2)
 
 
 def face_region(
