@@ -1,0 +1,129 @@
+"""Face identity embeddings, only to tell whether two faces are the same person: `FaceEmbedder.embed(rgb, boxes)`
+-> `(N, 128)` float32 (dlib's face-recognition ResNet; two faces of one person are less than `SAME_PERSON` apart,
+Euclidean), plus pure grouping helpers on such arrays.
+
+Never a training signal, a checkpoint chooser or a quality score: conversion and training do not import this module.
+The weights ship inside the `face-recognition-models` package (nothing is downloaded); `dlib-bin` runs them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from common.errors import ModelFileError
+
+# dlib's own threshold for its 128-d embedding: pairs of one person are below it (LFW accuracy 99.38 %).
+SAME_PERSON = 0.6
+# Groups whose members are this close on average are merged: stricter than SAME_PERSON, so that two people who look
+# alike in one blurry frame do not become one.
+GROUP_DISTANCE = 0.5
+EMBED_DIM = 128
+# dlib's aligned face chip: 150 px with a quarter of padding round the 5-point alignment.
+_CHIP_SIZE = 150
+_CHIP_PADDING = 0.25
+
+
+def models_dir() -> Path:
+    """Where `face-recognition-models` keeps its weights, found without importing it (its `__init__` needs
+    `pkg_resources`, which new setuptools no longer ships)."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelFileError(
+            "The face-recognition weights (package face-recognition-models) are not installed.",
+            hint="Reinstall famswap: pip install -e . (it brings dlib-bin and face-recognition-models).",
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "models"
+
+
+class FaceEmbedder:
+    """dlib's 5-point alignment + 128-d ResNet. Not thread-safe: one per thread."""
+
+    def __init__(self, weights: Path | None = None) -> None:
+        try:
+            import dlib
+        except ImportError as exc:  # pragma: no cover - the package is a dependency
+            raise ModelFileError("dlib is not installed.", hint="Reinstall famswap: pip install -e .") from exc
+        folder = weights or models_dir()
+        shape = folder / "shape_predictor_5_face_landmarks.dat"
+        net = folder / "dlib_face_recognition_resnet_model_v1.dat"
+        for path in (shape, net):
+            if not path.is_file():
+                raise ModelFileError(f"{path} is missing.", hint="Reinstall the face-recognition-models package.")
+        self._dlib = dlib
+        self._shape = dlib.shape_predictor(str(shape))
+        self._net = dlib.face_recognition_model_v1(str(net))
+
+    def embed(self, rgb: np.ndarray, boxes: Sequence[tuple[float, float, float, float]]) -> np.ndarray:
+        """`(N, 128)` float32 embeddings of the faces in ``boxes`` ((x0, y0, x1, y1) pixels) of an RGB uint8 image."""
+        if not boxes:
+            return np.zeros((0, EMBED_DIM), np.float32)
+        image = np.ascontiguousarray(rgb)
+        h, w = image.shape[:2]
+        shapes = self._dlib.full_object_detections()
+        for x0, y0, x1, y1 in boxes:
+            rect = self._dlib.rectangle(int(max(0, x0)), int(max(0, y0)), int(min(w - 1, x1)), int(min(h - 1, y1)))
+            shapes.append(self._shape(image, rect))
+        chips = self._dlib.get_face_chips(image, shapes, size=_CHIP_SIZE, padding=_CHIP_PADDING)
+        vectors = self._net.compute_face_descriptor(chips)
+        return np.asarray([np.asarray(v, np.float32) for v in vectors], np.float32).reshape(len(boxes), EMBED_DIM)
+
+
+def distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distances `(len(a), len(b))` between two sets of embeddings."""
+    a = np.asarray(a, np.float32).reshape(-1, EMBED_DIM)
+    b = np.asarray(b, np.float32).reshape(-1, EMBED_DIM)
+    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+    out: np.ndarray = np.sqrt(np.maximum(d2, 0.0))
+    return out
+
+
+def group(embeddings: Sequence[np.ndarray], threshold: float = GROUP_DISTANCE) -> list[int]:
+    """Group sets of embeddings (one set per track, each `(n_i, 128)`) into people: average-linkage clustering of
+    the sets, merging while the mean distance between two groups' faces is below ``threshold``. Returns a person
+    number per set, numbered from 0 in order of first appearance; a set with no embeddings is a person of its own."""
+    sets = [np.asarray(e, np.float32).reshape(-1, EMBED_DIM) for e in embeddings]
+    members: list[list[int]] = [[i] for i in range(len(sets))]
+
+    def linkage(x: list[int], y: list[int]) -> float:
+        a = np.concatenate([sets[i] for i in x])
+        b = np.concatenate([sets[i] for i in y])
+        return float(distances(a, b).mean()) if len(a) and len(b) else float("inf")
+
+    while len(members) > 1:
+        best, pair = threshold, None
+        for i in range(len(members)):
+            for j in range(i + 1, len(members)):
+                d = linkage(members[i], members[j])
+                if d < best:
+                    best, pair = d, (i, j)
+        if pair is None:
+            break
+        i, j = pair
+        members[i] = sorted(members[i] + members[j])
+        del members[j]
+    members.sort(key=min)
+    labels = [0] * len(sets)
+    for person, m in enumerate(members):
+        for i in m:
+            labels[i] = person
+    return labels
+
+
+def majority(embeddings: np.ndarray, threshold: float = SAME_PERSON) -> np.ndarray:
+    """Which of ``embeddings`` (`(N, 128)`) show the person most of them show: a bool mask. The majority person's
+    centre is the medoid of the largest set of mutually close faces; a face belongs when it is below ``threshold``
+    from that centre. One face alone is its own majority."""
+    e = np.asarray(embeddings, np.float32).reshape(-1, EMBED_DIM)
+    if len(e) <= 1:
+        return np.ones(len(e), bool)
+    d = distances(e, e)
+    close = d < threshold
+    # The face with the most close neighbours (ties: the smallest summed distance to them) is the centre.
+    counts = close.sum(1)
+    spread = np.where(close, d, 0.0).sum(1)
+    centre = int(np.lexsort((spread, -counts))[0])
+    return np.asarray(close[centre], bool)
