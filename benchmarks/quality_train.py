@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> None:
         "--decay-from", type=float, default=None, help="TrainConfig.decay_from (default: its own)"
     )
     parser.add_argument("--no-decay", action="store_true", help="constant learning rate")
+    parser.add_argument("--warp-until", type=float, default=None, help="TrainConfig.warp_until")
+    parser.add_argument("--warp", type=float, default=None, help="AugmentConfig.warp (default: its own)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="auto")
@@ -139,6 +141,8 @@ def main(argv: list[str] | None = None) -> None:
         decay_from=None if args.no_decay else (args.decay_from or defaults.decay_from),
         seed=args.seed,
         device=args.device,
+        warp_until=args.warp_until,
+        augment=defaults.augment if args.warp is None else replace(defaults.augment, warp=args.warp),
         plateau_patience=None,
         checkpoint_every_s=None,
         preview_every_s=None,
@@ -159,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
         args.out
         or args.cache
         / "runs"
-        / f"{cfg.name}-w{cfg.width:g}-s{cfg.size}-lr{tcfg.lr:g}-b{tcfg.batch or 'auto'}"
+        / f"{cfg.name}-w{cfg.width:g}-s{cfg.size}-lr{tcfg.lr:g}-b{tcfg.batch or 'auto'}-warp{tcfg.augment.warp:g}-until{tcfg.warp_until}"
     )
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)

@@ -37,7 +37,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +178,9 @@ class TrainConfig:
     # whichever runs out first): settling at the end gives a sharper face in the same time. None: constant.
     decay_from: float | None = 0.75
     final_lr: float = 0.1
+    # The random warp is on until this fraction of the budget, then off: the decoder ends on the exact faces
+    # (DeepFaceLab's last phase). None: on throughout.
+    warp_until: float | None = None
     checkpoint_every_s: float | None = 300.0
     progress_every_s: float = 2.0  # 0: a Progress every step
     preview_every_s: float | None = 60.0
@@ -347,7 +350,10 @@ class Trainer:
         )  # (kB, S, S, 3) uint8
         maps = torch.cat([self._maps[i][j] for i, j in zip(self.ids, idx, strict=True)])  # (kB, 2, S, S)
         faces = faces.permute(0, 3, 1, 2).float().div_(255)  # (kB, 3, O, O), O = the decoder's output size
-        warped, target, warped_maps = augment_batch(faces, maps, cfg.augment, self.gen)
+        augment = cfg.augment
+        if cfg.warp_until is not None and self.budget_done() > cfg.warp_until:
+            augment = replace(augment, warp=0.0)
+        warped, target, warped_maps = augment_batch(faces, maps, augment, self.gen)
         assert warped_maps is not None  # maps in, maps out
         warped = self._to_input(warped)  # (kB, 3, S, S)
         mask, emphasis = warped_maps[:, :1], warped_maps[:, 1:]  # (kB, 1, O, O) each
@@ -404,14 +410,19 @@ class Trainer:
                     ) from None
                 self.batch //= 2
 
-    def lr_now(self) -> float:
-        """The learning rate for the next step (see ``TrainConfig.decay_from``)."""
-        cfg = self.cfg
-        done = 0.0
+    def budget_done(self) -> float:
+        """How much of the budget (seconds or steps, whichever runs out first) is spent: 0 at the start, 1 at the end."""
+        cfg, done = self.cfg, 0.0
         if cfg.budget_seconds:
             done = self.elapsed / cfg.budget_seconds
         if cfg.max_steps:
             done = max(done, self.step / cfg.max_steps)
+        return done
+
+    def lr_now(self) -> float:
+        """The learning rate for the next step (see ``TrainConfig.decay_from``)."""
+        cfg = self.cfg
+        done = self.budget_done()
         if cfg.decay_from is None or done <= cfg.decay_from:
             return cfg.lr
         t = min(1.0, (done - cfg.decay_from) / max(1e-9, 1.0 - cfg.decay_from))
