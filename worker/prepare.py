@@ -1,30 +1,39 @@
-"""The ``prepare`` job: an identity's uploads → its face set, with a verdict per upload and a thumbnail grid."""
+"""The ``prepare`` job: an identity's uploads → its face set of one person, with a verdict per upload and a thumbnail
+grid. When the new uploads show someone else than the person enrolled before, nothing is stored: the job ends with
+a question (``report["needs_confirm"]``, the new uploads left pending) that the bot asks with buttons and the command
+line with ``--add-anyway``; a ``PrepareJob(add_anyway=True)`` then adds them."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from common.errors import FamswapError, MediaError, NoFaceFound
-from storage import Identity, IdentityStatus, Upload, UploadKind, UploadStatus
-from swap_engine.faceset import merge_facesets, pack_faceset, thumbnail_grid
+from storage import Identity, IdentityStatus, PrepareJob, Upload, UploadKind, UploadStatus
+from swap_engine.faceset import OTHER_PERSON, FaceSetReport, merge_facesets, pack_faceset, thumbnail_grid
 from worker.context import JobContext, Outcome, check_video, identity_faces, named, safe_suffix
+
+log = logging.getLogger("famswap.worker")
 
 
 def run_prepare(ctx: JobContext) -> Outcome:
     """Decrypt the identity's uploads, build the face set, record each upload's verdict, store set + thumbnails."""
     from swap_engine.assets import hair_segmenter_path, landmarker_path
-    from swap_engine.faceset import build_faceset
+    from swap_engine.embed import SAME_PERSON, FaceEmbedder, distances
+    from swap_engine.faceset import build_faceset, faceset_reference
 
     (identity_id,) = ctx.job.identity_ids
+    add_anyway = isinstance(ctx.job.payload, PrepareJob) and ctx.job.payload.add_anyway
     store, guild = ctx.store, ctx.job.guild_id
     identity: Identity = ctx.call(store.get_identity(guild, identity_id))
     usable = [u for u in ctx.call(store.list_uploads(guild, identity_id)) if u.status != UploadStatus.REJECTED]
     # Uploads already judged may have had their raw file deleted (retention): their faces live on in the current
     # face set, which is merged into the new one below.
     uploads = [u for u in usable if u.blob is not None]
-    earlier = None
-    if identity.faceset is not None and any(u.blob is None for u in usable):
-        earlier = identity_faces(ctx, identity)
+    # The face set enrolled before: the person new faces must match, and the faces merged in below when their
+    # uploads' raw files are gone.
+    enrolled = identity_faces(ctx, identity) if identity.faceset is not None else None
+    earlier = enrolled if enrolled is not None and any(u.blob is None for u in usable) else None
     if not uploads:
         raise NoFaceFound(f"{identity.display_name} has no new photos or videos to learn from.",
                           hint="Send some with /enroll.")
@@ -57,6 +66,7 @@ def run_prepare(ctx: JobContext) -> Outcome:
     ctx.progress("faces", 0.0, f"looking for {identity.display_name}'s face in {len(paths)} file(s)")
     out = ctx.folder / "faceset"
     s = ctx.settings
+    embedder = FaceEmbedder()
     try:
         report = build_faceset(
             paths,
@@ -66,6 +76,7 @@ def run_prepare(ctx: JobContext) -> Outcome:
             hair_model=hair_segmenter_path(s.models_path),
             max_video_seconds=s.max_clip_seconds,
             max_video_pixels=s.max_clip_pixels,
+            embedder=embedder,
             on_progress=lambda fraction, message: ctx.progress("faces", fraction, message),
         )
     except NoFaceFound as exc:
@@ -75,12 +86,22 @@ def run_prepare(ctx: JobContext) -> Outcome:
         keep = IdentityStatus.READY if identity.faceset is not None else IdentityStatus.EMPTY
         ctx.call(store.set_identity_status(guild, identity_id, keep))
         raise
+    if enrolled is not None and report.reference is not None:
+        before, _ = faceset_reference(enrolled, embedder)
+        apart = float(distances(report.reference, before)[0, 0])
+        log.info("job %d: the new faces of identity %d are %.2f from its reference (same person below %.2f)",
+                 ctx.job.id, identity.id, apart, SAME_PERSON)
+        if apart >= SAME_PERSON and not add_anyway:
+            return _ask_first(ctx, identity, by_source, report, lines)
     for source, u in by_source.items():
         kept = sum(1 for r in report.kept if r.source == source)
         problems = [r for r in report.rejected if r.source == source and r.frame is None]
         if kept:
             ctx.call(store.record_upload_outcome(u.id, UploadStatus.ACCEPTED, faces_found=kept))
-            lines.append(f"{u.filename}: {kept} face{'s' if kept != 1 else ''} kept")
+            dropped = sum(1 for r in report.rejected if r.source == source and r.frame is not None
+                          and r.reason == OTHER_PERSON)
+            lines.append(f"{u.filename}: {kept} face{'s' if kept != 1 else ''} kept"
+                         + (f" ({dropped} frames showing someone else left out)" if dropped else ""))
         else:
             reason = named(problems[0].detail, source, u.filename) if problems else "no usable face"
             ctx.call(store.record_upload_outcome(u.id, UploadStatus.REJECTED, reason=reason))
@@ -101,3 +122,21 @@ def run_prepare(ctx: JobContext) -> Outcome:
     return Outcome(comparison=thumb, report={"kind": "prepare", "identity": identity.display_name,
                                              "faces": total, "summary": summary, "lines": lines})
 
+
+def _ask_first(
+    ctx: JobContext, identity: Identity, by_source: dict[str, Upload], report: FaceSetReport, lines: list[str]
+) -> Outcome:
+    """The new uploads show someone else than the person enrolled before: store nothing, leave them pending, and
+    end with the question (the bot shows it with "Add anyway" / "Leave them out"; the command line says which flag
+    adds them)."""
+    pending = [u for u in by_source.values() if u.status == UploadStatus.PENDING]
+    names = ", ".join(u.filename for u in pending) or "the new files"
+    message = (
+        f"{names} {'does' if len(pending) == 1 else 'do'} not look like {identity.display_name} as enrolled before "
+        f"(another person's face, or a big change such as a beard or years passing). Nothing was added yet."
+    )
+    ctx.call(ctx.store.set_identity_status(ctx.job.guild_id, identity.id, IdentityStatus.READY))
+    return Outcome(report={
+        "kind": "prepare", "needs_confirm": True, "identity": identity.display_name, "message": message,
+        "uploads": [u.id for u in pending], "faces": identity.face_count, "summary": report.summary(), "lines": lines,
+    })  # fmt: skip
