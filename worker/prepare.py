@@ -6,6 +6,7 @@ line with ``--add-anyway``; a ``PrepareJob(add_anyway=True)`` then adds them."""
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 from common.errors import FamswapError, MediaError, NoFaceFound
@@ -80,6 +81,7 @@ def run_prepare(ctx: JobContext) -> Outcome:
             on_progress=lambda fraction, message: ctx.progress("faces", fraction, message),
         )
     except NoFaceFound as exc:
+        exc.message = _as_sent(exc.message, by_source)
         for u in by_source.values():
             if u.status == UploadStatus.PENDING:
                 ctx.call(store.record_upload_outcome(u.id, UploadStatus.REJECTED, reason=exc.message))
@@ -103,10 +105,10 @@ def run_prepare(ctx: JobContext) -> Outcome:
             lines.append(f"{u.filename}: {kept} face{'s' if kept != 1 else ''} kept"
                          + (f" ({dropped} frames showing someone else left out)" if dropped else ""))
         else:
-            reason = named(problems[0].detail, source, u.filename) if problems else "no usable face"
+            reason = _as_sent(problems[0].detail, by_source) if problems else "no usable face"
             ctx.call(store.record_upload_outcome(u.id, UploadStatus.REJECTED, reason=reason))
             lines.append(f"{u.filename}: rejected — {reason}")
-    summary = report.summary()
+    summary = _as_sent(report.summary(), by_source)
     total = len(report.kept)
     if earlier is not None:
         total = merge_facesets(out, earlier)
@@ -138,5 +140,15 @@ def _ask_first(
     ctx.call(ctx.store.set_identity_status(ctx.job.guild_id, identity.id, IdentityStatus.READY))
     return Outcome(report={
         "kind": "prepare", "needs_confirm": True, "identity": identity.display_name, "message": message,
-        "uploads": [u.id for u in pending], "faces": identity.face_count, "summary": report.summary(), "lines": lines,
+        "uploads": [u.id for u in pending], "faces": identity.face_count, "summary": _as_sent(report.summary(), by_source),
+        "lines": lines,
     })  # fmt: skip
+
+
+def _as_sent(text: str, by_source: dict[str, Upload]) -> str:
+    """``text`` from the engine naming every upload as the user sent it, not as this job stored it (``12.jpg``)."""
+    if not by_source:
+        return text
+    names = "|".join(re.escape(stored) for stored in sorted(by_source, key=len, reverse=True))
+    # One pass, so a name the user gave (say "2.jpg") is never taken for another stored name.
+    return re.sub(rf"(?<![\w.])(?:{names})(?!\w)", lambda m: by_source[m.group(0)].filename, text)
