@@ -46,6 +46,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -565,12 +566,13 @@ def _filter(
 def _one_person(candidates: list[_Candidate], report: FaceSetReport, embedder: FaceEmbedder) -> list[_Candidate]:
     """The candidates showing the majority person; the others become rejections (a photo: whole; a video: its
     frames, plus a note when most of it, or a whole rejection when all of it, is someone else)."""
+    started = time.perf_counter()
     check = check_one_person(
         [FaceToCheck(c.aligned.crop, c.aligned.points, c.source, c.frame) for c in candidates], embedder
     )
     report.reference, report.reference_count = check.reference, check.count
-    log.info("one-person check: %d of %d faces embedded, %d are the majority person",
-             int(check.embedded.sum()), len(candidates), int(check.same.sum()))
+    log.info("one-person check: %d of %d faces embedded in %.2f s, %d are the majority person",
+             int(check.embedded.sum()), len(candidates), time.perf_counter() - started, int(check.same.sum()))
     # Name the person by the inputs that show them most, so "someone else" says who the faces are compared with.
     shown = Counter(c.source for c, same in zip(candidates, check.same, strict=True) if same)
     names = [name for name, _ in shown.most_common(2)]

@@ -77,12 +77,14 @@ def check_one_person(
     """Which ``faces`` show one person; see the module docstring. ``embedder`` is a ``FaceEmbedder`` or a function
     from face indices to their embeddings."""
     n = len(faces)
+    embed: EmbedFn
     if isinstance(embedder, FaceEmbedder):
         model = embedder
 
-        def embed(indices: Sequence[int]) -> np.ndarray:
+        def embed_crops(indices: Sequence[int]) -> np.ndarray:
             return crop_embeddings([faces[i].crop for i in indices], [faces[i].points for i in indices], model)
 
+        embed = embed_crops
     else:
         embed = embedder
     vectors = np.zeros((n, EMBED_DIM), np.float32)
@@ -139,10 +141,10 @@ def check_one_person(
     same = np.zeros(n, bool)
     same[embedded] = verdict(np.flatnonzero(embedded))
     for members in videos.values():
-        done = np.array([k for k, i in enumerate(members) if embedded[i]])
+        positions = np.array([k for k, i in enumerate(members) if embedded[i]])
         for k, i in enumerate(members):
             if not embedded[i]:
-                same[i] = same[members[int(done[np.abs(done - k).argmin()])]]
+                same[i] = same[members[int(positions[np.abs(positions - k).argmin()])]]
     # The reference: the centroid of every embedded face of the person (refinement may have added some).
     person = np.flatnonzero(embedded & same)
     if len(person):
