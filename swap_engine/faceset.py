@@ -26,7 +26,9 @@ Contract:
   rejected (``OTHER_PERSON``, "obama.jpg shows someone else — not the person in selfie_man.mp4"), a video's
   frames of someone else are dropped (a note says so when that is most of the video; a whole rejection when it is
   all of it). The person's reference embedding (``(128,)``, the centroid of the embedded faces) is
-  ``report.reference`` and is stored in ``faceset.json`` (``reference``, ``reference_count``).
+  ``report.reference`` and is stored in ``faceset.json`` (``reference``, ``reference_count``). With ``prior``
+  (the reference of the person enrolled before and their face count) that person votes too; when none of the
+  faces is the person the vote chose, ``OtherPerson`` (a ``NoFaceFound`` carrying the report) is raised.
 - ``faceset_reference(dir, embedder) -> (reference, count)``: the stored one, or for a set without one (older
   formats, or built without an embedder) computed from a sample of its crops and written into its JSON.
 - ``load_faceset(dir, hair_model=None) -> FaceSet``: ``crops`` ``(N, S, S, 3)`` uint8 RGB, ``points``
@@ -199,6 +201,14 @@ class FaceSetReport:
         return text
 
 
+class OtherPerson(NoFaceFound):
+    """Every face found shows someone else than the person enrolled before; ``report`` says which and why."""
+
+    def __init__(self, message: str, *, report: FaceSetReport) -> None:
+        super().__init__(message, hint="Send photos or a video of the person enrolled before.")
+        self.report = report
+
+
 @dataclass(frozen=True, eq=False)
 class FaceSet:
     """A face set read back from disk (see ``load_faceset``)."""
@@ -296,6 +306,7 @@ def build_faceset(
     min_confidence: float = 0.8,
     hair_model: Path | None = None,
     embedder: FaceEmbedder | None = None,
+    prior: tuple[np.ndarray, float] | None = None,
     on_progress: ProgressFn | None = None,
 ) -> FaceSetReport:
     """Build a face set in ``out_dir`` from photos and videos; see the module docstring.
@@ -306,6 +317,8 @@ def build_faceset(
     is kept; ``FileExistsError`` when ``out_dir`` holds files. ``hair_model`` is ``hair_segmenter.tflite``: with it
     the stored masks leave out hair, without it they are the landmark hull. ``embedder``: keep only the faces of
     the person most faces show (see the module docstring); without it, no one-person check and no reference.
+    ``prior`` ``(reference (128,), weight)``: the person enrolled before votes as ``weight`` faces; ``OtherPerson``
+    when no face is the person chosen.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -357,7 +370,10 @@ def build_faceset(
     if embedder is not None and candidates:
         if on_progress:
             on_progress(0.95, "checking that the faces are one person")
-        candidates = _one_person(candidates, report, embedder)
+        candidates = _one_person(candidates, report, embedder, prior)
+        if not candidates:
+            headline = "Every face shows someone else than the person enrolled before"
+            raise OtherPerson(_no_face(inputs, report, headline).message, report=report)
     kept = _select(candidates, report, max_faces, min_distance)
     if not kept:
         raise _no_face(inputs, report)
@@ -563,12 +579,18 @@ def _filter(
     return sharp
 
 
-def _one_person(candidates: list[_Candidate], report: FaceSetReport, embedder: FaceEmbedder) -> list[_Candidate]:
+def _one_person(
+    candidates: list[_Candidate],
+    report: FaceSetReport,
+    embedder: FaceEmbedder,
+    prior: tuple[np.ndarray, float] | None,
+) -> list[_Candidate]:
     """The candidates showing the majority person; the others become rejections (a photo: whole; a video: its
     frames, plus a note when most of it, or a whole rejection when all of it, is someone else)."""
     started = time.perf_counter()
     check = check_one_person(
-        [FaceToCheck(c.aligned.crop, c.aligned.points, c.source, c.frame) for c in candidates], embedder
+        [FaceToCheck(c.aligned.crop, c.aligned.points, c.source, c.frame) for c in candidates], embedder,
+        prior=prior,
     )
     report.reference, report.reference_count = check.reference, check.count
     log.info("one-person check: %d of %d faces embedded in %.2f s, %d are the majority person",
@@ -577,6 +599,8 @@ def _one_person(candidates: list[_Candidate], report: FaceSetReport, embedder: F
     shown = Counter(c.source for c, same in zip(candidates, check.same, strict=True) if same)
     names = [name for name, _ in shown.most_common(2)]
     person = " and ".join(names) + (" and others" if len(shown) > 2 else "")
+    if check.prior_won:
+        person = "the faces enrolled before"
     kept: list[_Candidate] = []
     others: Counter[str] = Counter()
     total: Counter[str] = Counter()
@@ -652,7 +676,9 @@ def _select(
     return sorted(kept, key=lambda c: order[id(c)])
 
 
-def _no_face(inputs: Sequence[Path], report: FaceSetReport) -> NoFaceFound:
+def _no_face(
+    inputs: Sequence[Path], report: FaceSetReport, headline: str = "No usable face was found"
+) -> NoFaceFound:
     lines = []
     for path in inputs:
         name = Path(path).name
@@ -668,7 +694,7 @@ def _no_face(inputs: Sequence[Path], report: FaceSetReport) -> NoFaceFound:
                 + "."
             )
     return NoFaceFound(
-        "No usable face was found:\n" + "\n".join(f"- {line}" for line in lines),
+        f"{headline}:\n" + "\n".join(f"- {line}" for line in lines),
         hint="Send clear, well-lit photos or a short selfie video in which one face fills a good part of the picture.",
     )
 

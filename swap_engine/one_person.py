@@ -8,10 +8,13 @@ Contract:
   evenly spaced frames, then between two embedded frames that disagree until they agree or are neighbours; the
   others take the verdict of the nearest embedded frame of the same video.
 - The person is the majority of the embedded faces, each weighted by how many faces of its input it stands for
-  (``embed.majority``; a tie goes to the earliest input). A face is that person when its embedding is below
-  ``threshold`` from the centroid of the majority's embeddings.
+  (``embed.majority``; a tie goes to the earliest input). ``prior=(reference, weight)``, the person enrolled
+  before, votes too, as ``weight`` faces (the faces enrolled). A face is that person when its embedding is below
+  ``threshold`` from the person's centre: the prior's reference when the prior is in the majority, else the
+  centroid of the majority's embeddings.
 - ``PersonCheck.same`` ``(N,)`` bool, ``embedded`` ``(N,)`` bool, ``reference`` ``(128,)`` float32 (the centroid of
-  the person's embedded faces), ``count``: how many embeddings that centroid averages.
+  the person's embedded faces; the prior's reference when none is the person), ``count``: how many embeddings that
+  centroid averages, ``prior_won``: whether the person is the prior's.
 - ``crop_embeddings(crops, points, embedder)``: ``(N, 128)`` embeddings of aligned crops (dlib's alignment runs in
   the crop, the box from the landmarks): as close to the full frame's as two frames of a video are (< 0.12).
 
@@ -55,6 +58,7 @@ class PersonCheck:
     embedded: np.ndarray  # (N,) bool: embedded, not judged by a neighbour
     reference: np.ndarray  # (128,) float32
     count: int  # embeddings averaged into ``reference``
+    prior_won: bool = False  # the person is the one enrolled before (``prior``)
 
 
 def crop_embeddings(crops: Sequence[np.ndarray], points: Sequence[np.ndarray], embedder: FaceEmbedder) -> np.ndarray:
@@ -70,6 +74,7 @@ def check_one_person(
     faces: Sequence[FaceToCheck],
     embedder: FaceEmbedder | EmbedFn,
     *,
+    prior: tuple[np.ndarray, float] | None = None,
     threshold: float = SAME_PERSON,
     samples_per_video: int = SAMPLES_PER_VIDEO,
     max_refine: int = MAX_REFINE_PER_VIDEO,
@@ -118,8 +123,14 @@ def check_one_person(
     embed_into([i for i in range(n) if weight[i] > 0])
 
     first = np.flatnonzero(embedded)
-    person = first[majority(vectors[first], threshold, weights=weight[first])]
-    ref = vectors[person].mean(0).astype(np.float32)
+    voters, votes = vectors[first], weight[first]
+    if prior is not None:  # the faces enrolled before vote first, as one heavy face
+        voters = np.concatenate([np.asarray(prior[0], np.float32).reshape(1, EMBED_DIM), voters])
+        votes = np.concatenate([[float(prior[1])], votes])
+    chosen = majority(voters, threshold, weights=votes)
+    prior_won = prior is not None and bool(chosen[0])
+    person = first[chosen[1:] if prior is not None else chosen]
+    ref = voters[0] if prior_won else vectors[person].mean(0).astype(np.float32)
 
     def verdict(indices: Sequence[int] | np.ndarray) -> np.ndarray:
         return np.asarray(distances(vectors[list(indices)], ref[None])[:, 0] < threshold, bool)
@@ -149,4 +160,4 @@ def check_one_person(
     person = np.flatnonzero(embedded & same)
     if len(person):
         ref = vectors[person].mean(0).astype(np.float32)
-    return PersonCheck(same, embedded, ref, len(person))
+    return PersonCheck(same, embedded, np.asarray(ref, np.float32), len(person), prior_won)

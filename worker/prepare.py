@@ -11,7 +11,14 @@ from pathlib import Path
 
 from common.errors import FamswapError, MediaError, NoFaceFound
 from storage import Identity, IdentityStatus, PrepareJob, Upload, UploadKind, UploadStatus
-from swap_engine.faceset import OTHER_PERSON, FaceSetReport, merge_facesets, pack_faceset, thumbnail_grid
+from swap_engine.faceset import (
+    OTHER_PERSON,
+    FaceSetReport,
+    OtherPerson,
+    merge_facesets,
+    pack_faceset,
+    thumbnail_grid,
+)
 from worker.context import JobContext, Outcome, check_video, identity_faces, named, safe_suffix
 
 log = logging.getLogger("famswap.worker")
@@ -68,6 +75,10 @@ def run_prepare(ctx: JobContext) -> Outcome:
     out = ctx.folder / "faceset"
     s = ctx.settings
     embedder = FaceEmbedder()
+    # The person enrolled before votes with the weight of their faces, so that new faces of them stay and others
+    # are turned down one by one; unless the user said to add the new ones anyway.
+    before = faceset_reference(enrolled, embedder)[0] if enrolled is not None else None
+    prior = (before, float(max(identity.face_count, 1))) if before is not None and not add_anyway else None
     try:
         report = build_faceset(
             paths,
@@ -78,8 +89,11 @@ def run_prepare(ctx: JobContext) -> Outcome:
             max_video_seconds=s.max_clip_seconds,
             max_video_pixels=s.max_clip_pixels,
             embedder=embedder,
+            prior=prior,
             on_progress=lambda fraction, message: ctx.progress("faces", fraction, message),
         )
+    except OtherPerson as exc:
+        return _ask_first(ctx, identity, by_source, exc.report, lines)
     except NoFaceFound as exc:
         exc.message = _as_sent(exc.message, by_source)
         for u in by_source.values():
@@ -88,12 +102,12 @@ def run_prepare(ctx: JobContext) -> Outcome:
         keep = IdentityStatus.READY if identity.faceset is not None else IdentityStatus.EMPTY
         ctx.call(store.set_identity_status(guild, identity_id, keep))
         raise
-    if enrolled is not None and report.reference is not None:
-        before, _ = faceset_reference(enrolled, embedder)
+    if prior is not None and before is not None and report.reference is not None:
+        # The new faces may outvote the ones enrolled before (a long video of someone else): ask then too.
         apart = float(distances(report.reference, before)[0, 0])
         log.info("job %d: the new faces of identity %d are %.2f from its reference (same person below %.2f)",
                  ctx.job.id, identity.id, apart, SAME_PERSON)
-        if apart >= SAME_PERSON and not add_anyway:
+        if apart >= SAME_PERSON:
             return _ask_first(ctx, identity, by_source, report, lines)
     for source, u in by_source.items():
         kept = sum(1 for r in report.kept if r.source == source)
@@ -128,10 +142,22 @@ def run_prepare(ctx: JobContext) -> Outcome:
 def _ask_first(
     ctx: JobContext, identity: Identity, by_source: dict[str, Upload], report: FaceSetReport, lines: list[str]
 ) -> Outcome:
-    """The new uploads show someone else than the person enrolled before: store nothing, leave them pending, and
-    end with the question (the bot shows it with "Add anyway" / "Leave them out"; the command line says which flag
-    adds them)."""
-    pending = [u for u in by_source.values() if u.status == UploadStatus.PENDING]
+    """The new uploads show someone else than the person enrolled before: store nothing, leave those with such faces
+    pending (the others get their verdict: no face, blurry...), and end with the question (the bot shows it with
+    "Add anyway" / "Leave them out"; the command line says which flag adds them)."""
+    pending = []
+    for source, u in by_source.items():
+        if u.status != UploadStatus.PENDING:
+            continue
+        faces = any(r.source == source for r in report.kept) or any(
+            r.source == source and r.reason == OTHER_PERSON for r in report.rejected)
+        problems = [r for r in report.rejected if r.source == source and r.frame is None]
+        if faces:
+            pending.append(u)
+        else:
+            reason = _as_sent(problems[0].detail, by_source) if problems else "no usable face"
+            ctx.call(ctx.store.record_upload_outcome(u.id, UploadStatus.REJECTED, reason=reason))
+            lines.append(f"{u.filename}: rejected — {reason}")
     names = ", ".join(u.filename for u in pending) or "the new files"
     message = (
         f"{names} {'does' if len(pending) == 1 else 'do'} not look like {identity.display_name} as enrolled before "

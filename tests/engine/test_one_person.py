@@ -70,6 +70,28 @@ def test_a_video_outweighs_photos_of_someone_else_and_a_tie_goes_to_the_first_in
     assert check.same.tolist() == [True, False]
 
 
+def test_the_person_enrolled_before_votes_with_the_weight_of_their_faces() -> None:
+    a, b = _person(1), _person(2)
+    truth = {"a.jpg": a, "b1.jpg": b, "b2.jpg": b}
+    photos = _faces([("b1.jpg", None), ("a.jpg", None), ("b2.jpg", None)])
+
+    def embed(indices: Sequence[int]) -> np.ndarray:
+        return np.stack([truth.get(photos[i].source, b) for i in indices])
+
+    # Two new photos of B against one of A: without the prior B wins; with A's 20 enrolled faces, A does.
+    assert check_one_person(photos, embed).same.tolist() == [True, False, True]
+    check = check_one_person(photos, embed, prior=(a, 20))
+    assert check.same.tolist() == [False, True, False] and check.prior_won and check.count == 1
+    # Nothing new of A: nobody is the person, and the reference stays A's.
+    only_b = check_one_person(photos[:1], embed, prior=(a, 20))
+    assert only_b.same.tolist() == [False] and only_b.prior_won and only_b.count == 0
+    assert distances(only_b.reference, a)[0, 0] < 1e-5
+    # A long video of B outvotes a prior of one face.
+    video = _faces([("b.mp4", f) for f in range(40)])
+    outvoted = check_one_person(video, lambda idx: np.stack([b for _ in idx]), prior=(a, 1))
+    assert outvoted.same.all() and not outvoted.prior_won
+
+
 @pytest.fixture(scope="module")
 def embedder() -> FaceEmbedder:
     return FaceEmbedder()

@@ -305,3 +305,30 @@ async def test_a_later_enrollment_of_someone_else_asks_first_and_adds_only_when_
         assert "needs_confirm" not in report and report["lines"] == ["biden.jpg: 1 face kept"]
         assert (await store.get_identity(GUILD, alice.id)).face_count == before.face_count + 1
     assert worker.leftovers == []
+
+
+async def test_a_later_enrollment_keeps_the_enrolled_person_and_turns_down_the_other_one(
+    fresh_settings: Settings, media: Media, photos: Path, tmp_path: Path
+) -> None:
+    worker = RecordingWorker(fresh_settings)
+    async with open_storage(fresh_settings, synchronous="NORMAL") as store:
+        alice = await store.create_identity(GUILD, ALICE, "Alice")
+        await store.add_upload(GUILD, alice.id, ALICE, media.selfie, kind=UploadKind.VIDEO, filename="me.mp4")
+        await store.enqueue(GUILD, ALICE, JobKind.PREPARE, {}, identity_ids=[alice.id])
+        await worker.drain()
+        before = (await store.get_identity(GUILD, alice.id)).face_count
+
+        # Biden first, then a later photo of the same man: one new face each, so the faces enrolled before decide.
+        await store.add_upload(GUILD, alice.id, ALICE, photos / "biden.jpg", kind=UploadKind.IMAGE, filename="biden.jpg")
+        later = _frame_photo(media.selfie_source, 150, tmp_path / "later.jpg")
+        await store.add_upload(GUILD, alice.id, ALICE, later, kind=UploadKind.IMAGE, filename="me-later.jpg")
+        job = await store.enqueue(GUILD, ALICE, JobKind.PREPARE, {}, identity_ids=[alice.id])
+        await worker.drain()
+        report = (await store.get_result(GUILD, job.id, ALICE)).report
+        assert "needs_confirm" not in report
+        assert report["lines"] == [
+            "biden.jpg: rejected — biden.jpg shows someone else — not the person in the faces enrolled before.",
+            "me-later.jpg: 1 face kept",
+        ]
+        assert (await store.get_identity(GUILD, alice.id)).face_count == before + 1
+    assert worker.leftovers == []
