@@ -1,7 +1,7 @@
 """bot: the discord.py front end of famswap.
 
 Modules: ``app`` (Bot + CommandTree subclasses, ``build_bot``/``serve``/``run_bot``), ``cogs/`` (enroll, swap,
-identities, admin), ``views/`` (confirm, face picker, enroll form), ``checks``, ``options`` (identity option with
+identities, admin), ``views/`` (confirm, face picker, enroll form, add-anyway), ``checks``, ``options`` (identity option with
 autocomplete), ``uploads`` (download + magic-byte checks), ``progress`` (status messages, the poller), ``results``
 (posting outcomes), ``replies`` (error wording). Never imports torch, cv2, mediapipe or swap_engine.
 
@@ -10,7 +10,9 @@ dataclasses of ``storage.jobs``):
 
 - ``PrepareJob``, ``identity_ids=[identity_id]``. The worker judges the pending uploads (``record_upload_outcome``),
   stores the face set (``set_faceset`` with a thumbnail grid and ``summary={"text": ...}``) and completes; or fails
-  with a message a user can act on.
+  with a message a user can act on. When the new uploads are not the person enrolled before, it stores nothing and
+  completes with ``report={"needs_confirm": True, "message": ..., "uploads": [ids left pending]}``; the bot asks
+  ("Add anyway" queues ``PrepareJob(add_anyway=True)``, "Leave them out" rejects those uploads).
 - ``SwapJob`` (``track`` 0-based: the contact sheet's "Face N" is track N - 1; ``max_bytes`` the upload limit to fit
   the video to), the clip as ``input``. Completes with ``video`` (mp4) and ``comparison`` (before/after GIF). When
   the clip has several faces and ``track`` is None: complete with ``report={"needs_choice": True, "faces": N}``,

@@ -2,9 +2,10 @@
 
 Swap results carry the video (when it fits the guild's upload limit) and the before/after GIF. A video over the
 limit, or one Discord refuses with 413 / 40005, is handed back to the worker as a re-encode job (``refit_of``) and
-the smaller copy is posted when it is done. Enrollment results show the face-set summary and the thumbnail grid;
-a clip with several faces and no choice shows the numbered contact sheet with a button per face; failures get the
-worker's short explanation and hint.
+the smaller copy is posted when it is done. Enrollment results show the face-set summary and the thumbnail grid
+(each rejected upload with its reason, e.g. a photo of someone else), or ask with "Add anyway" / "Leave them out"
+when new photos do not look like the person enrolled before; a clip with several faces and no choice shows the
+numbered contact sheet with a button per face; failures get the worker's short explanation and hint.
 
 Where an admin set "results visible to: the requester", results go to the requester only: an ephemeral follow-up
 while the request's interaction token lives, else a direct message, else a short note in the channel with a
@@ -122,6 +123,8 @@ async def post_outcome(
     result = update.result
     if result is not None and result.report.get("needs_choice"):
         return await _post_choice(bot, _channel_sender(channel, job, post), job, result)
+    if result is not None and result.report.get("needs_confirm"):
+        return await _post_confirm(_channel_sender(channel, job, post), job, result)
     shown_again = deliver is not None  # "Show me": the first delivery already asked for a smaller copy if needed
     if deliver is None:
         private = await results_private(bot, job.guild_id)
@@ -284,6 +287,17 @@ async def _post_choice(bot: FamswapBot, deliver: Deliver, job: Job, result: Resu
     )
     files = [await _file(bot, result.comparison, "faces")] if result.comparison is not None else []
     return (await deliver(text, files, pick_face_view(job.id, faces))).id
+
+
+async def _post_confirm(deliver: Deliver, job: Job, result: Result) -> int:
+    """New photos that do not look like the person enrolled before: ask before adding them (buttons only the
+    requester can use; the question holds no face, so it goes where the request was)."""
+    from bot.views.new_person import add_anyway_view
+
+    name, _ = _names(job)
+    message = str(result.report.get("message") or f"These files do not look like {name} as enrolled before.")
+    text = f"<@{job.owner_id}> {message} Add them to **{name}** anyway?"
+    return (await deliver(text, [], add_anyway_view(job.id))).id
 
 
 async def _post_faceset(bot: FamswapBot, deliver: Deliver, job: Job) -> int:

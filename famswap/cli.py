@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     enroll = sub.add_parser("enroll", help="enroll a person from photos, folders of photos or a selfie video")
     enroll.add_argument("name", help="the person's name (how you will refer to them)")
     enroll.add_argument("paths", nargs="+", type=Path, help="photos, folders of photos, or videos of the person")
+    enroll.add_argument("--add-anyway", action="store_true",
+                        help="add the new faces to an enrolled person even if they do not look like them")
     enroll.set_defaults(handler=_cmd_enroll)
 
     swap = sub.add_parser("swap", help="put an enrolled person (or one given by photos/video) into a clip")
@@ -145,7 +147,7 @@ def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_enroll(settings: Settings, args: argparse.Namespace) -> int:
     from famswap.local import enroll
 
-    return enroll(settings, args.name, args.paths)
+    return enroll(settings, args.name, args.paths, add_anyway=args.add_anyway)
 
 
 def _cmd_swap(settings: Settings, args: argparse.Namespace) -> int:

@@ -166,14 +166,18 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
-def enroll(settings: Settings, name: str, paths: list[Path]) -> int:
-    """`famswap enroll`: store the inputs and build the face set through the worker; one line per input."""
+def enroll(settings: Settings, name: str, paths: list[Path], *, add_anyway: bool = False) -> int:
+    """`famswap enroll`: store the inputs and build the face set through the worker; one line per input. New faces
+    that are not the person enrolled before as NAME are refused unless ``add_anyway``."""
     from worker.local import enroll_local
 
-    outcome = _run(enroll_local(settings, LOCAL_GUILD, LOCAL_USER, name, paths))
+    outcome = _run(enroll_local(settings, LOCAL_GUILD, LOCAL_USER, name, paths, add_anyway=add_anyway))
     for line in outcome.lines:
         print(line)
     print(outcome.summary)
+    if outcome.question is not None:
+        print(outcome.question)
+        print(f"If they are {name}: famswap enroll --add-anyway {name} with the same files.")
     return 0 if outcome.kept else 1
 
 

@@ -47,6 +47,8 @@ class PrepareJob(JobSpec):
     kind: ClassVar[JobKind] = JobKind.PREPARE
     identity_id: int | None = None
     identity_name: str = ""
+    # The new faces go in even when they are not the person enrolled before (the user was asked and said so).
+    add_anyway: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

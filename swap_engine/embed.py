@@ -113,17 +113,22 @@ def group(embeddings: Sequence[np.ndarray], threshold: float = GROUP_DISTANCE) -
     return labels
 
 
-def majority(embeddings: np.ndarray, threshold: float = SAME_PERSON) -> np.ndarray:
+def majority(
+    embeddings: np.ndarray, threshold: float = SAME_PERSON, *, weights: np.ndarray | None = None
+) -> np.ndarray:
     """Which of ``embeddings`` (`(N, 128)`) show the person most of them show: a bool mask. The majority person's
     centre is the medoid of the largest set of mutually close faces; a face belongs when it is below ``threshold``
-    from that centre. One face alone is its own majority."""
+    from that centre. ``weights`` `(N,)` (default 1 each) count a face as that many faces, e.g. a sampled video
+    frame standing for its neighbours. One face alone is its own majority; ties go to the tighter group, then to
+    the earliest face."""
     e = np.asarray(embeddings, np.float32).reshape(-1, EMBED_DIM)
     if len(e) <= 1:
         return np.ones(len(e), bool)
     d = distances(e, e)
     close = d < threshold
     # The face with the most close neighbours (ties: the smallest summed distance to them) is the centre.
-    counts = close.sum(1)
+    w = np.ones(len(e)) if weights is None else np.asarray(weights, np.float64).reshape(len(e))
+    counts = (close * w[None, :]).sum(1)
     spread = np.where(close, d, 0.0).sum(1)
     centre = int(np.lexsort((spread, -counts))[0])
     return np.asarray(close[centre], bool)

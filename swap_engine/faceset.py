@@ -21,10 +21,21 @@ Contract:
   is judged against itself), extreme pose (``max_yaw``/``max_pitch``), unreadable (corrupt, text, too large, no
   video stream...). Bad input never raises on its own: it is a rejection. ``NoFaceFound`` (listing each input's
   reasons) is raised only when nothing at all was kept.
+- One person: with an ``embedder`` (``embed.FaceEmbedder``), the faces that passed the filters are checked with
+  ``one_person.check_one_person`` before the selection; a photo of someone else than the majority person is
+  rejected (``OTHER_PERSON``, "obama.jpg shows someone else — not the person in selfie_man.mp4"), a video's
+  frames of someone else are dropped (a note says so when that is most of the video; a whole rejection when it is
+  all of it). The person's reference embedding (``(128,)``, the centroid of the embedded faces) is
+  ``report.reference`` and is stored in ``faceset.json`` (``reference``, ``reference_count``). With ``prior``
+  (the reference of the person enrolled before and their face count) that person votes too; when none of the
+  faces is the person the vote chose, ``OtherPerson`` (a ``NoFaceFound`` carrying the report) is raised.
+- ``faceset_reference(dir, embedder) -> (reference, count)``: the stored one, or for a set without one (older
+  formats, or built without an embedder) computed from a sample of its crops and written into its JSON.
 - ``load_faceset(dir, hair_model=None) -> FaceSet``: ``crops`` ``(N, S, S, 3)`` uint8 RGB, ``points``
   ``(N, 478, 2)`` float32 crop pixels, ``masks`` ``(N, S, S)`` float32 in ``[0, 1]``, ``records`` in file order.
-  Format versions: 1 had no masks, 2 stores one per crop. Faces without a stored mask (a version-1 set, or
-  faces merged in from one) get theirs on load, from ``hair_model`` when given.
+  Format versions: 1 had no masks, 2 stores one per crop, 3 adds the reference embedding (may be null). Faces
+  without a stored mask (a version-1 set, or faces merged in from one) get theirs on load, from ``hair_model``
+  when given.
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -47,15 +59,19 @@ import numpy as np
 
 from common.errors import MediaError, NoFaceFound
 from swap_engine import align
+from swap_engine.embed import FaceEmbedder
 from swap_engine.landmarks import BLENDSHAPE_NAMES, Face, LandmarkDetector
 from swap_engine.media import load_image, sniff_kind
+from swap_engine.one_person import FaceToCheck, check_one_person, crop_embeddings
 
 log = logging.getLogger("famswap.faceset")
 
 FACESET_JSON = "faceset.json"
 FACES_DIR = "faces"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+# A set without a stored reference gets one from at most this many of its crops (about 80 ms each on a CPU).
+REFERENCE_SAMPLE = 16
 
 DetectorFactory = Callable[[bool], LandmarkDetector]  # video -> a fresh detector
 ProgressFn = Callable[[float, str], None]  # (fraction done, what is happening)
@@ -82,6 +98,7 @@ UNREADABLE = "unreadable"
 DUPLICATE = "duplicate"
 SIMILAR = "similar"  # a near-duplicate video frame: skipped, not a fault
 SET_FULL = "set full"  # the set already holds max_faces
+OTHER_PERSON = "someone else"  # not the person most of the enrollment's faces show
 _SKIPPED = (SIMILAR, SET_FULL)
 
 
@@ -155,6 +172,8 @@ class FaceSetReport:
     notes: list[str] = field(default_factory=list)
     photos: int = 0  # inputs read as photos
     videos: int = 0  # inputs read as videos
+    reference: np.ndarray | None = None  # (128,) float32 identity embedding of the person (with an embedder)
+    reference_count: int = 0  # embeddings averaged into ``reference``
 
     @property
     def problems(self) -> list[Rejection]:
@@ -180,6 +199,14 @@ class FaceSetReport:
         if self.notes:
             text += ". " + " ".join(self.notes)
         return text
+
+
+class OtherPerson(NoFaceFound):
+    """Every face found shows someone else than the person enrolled before; ``report`` says which and why."""
+
+    def __init__(self, message: str, *, report: FaceSetReport) -> None:
+        super().__init__(message, hint="Send photos or a video of the person enrolled before.")
+        self.report = report
 
 
 @dataclass(frozen=True, eq=False)
@@ -278,6 +305,8 @@ def build_faceset(
     min_distance: float = 1.0,
     min_confidence: float = 0.8,
     hair_model: Path | None = None,
+    embedder: FaceEmbedder | None = None,
+    prior: tuple[np.ndarray, float] | None = None,
     on_progress: ProgressFn | None = None,
 ) -> FaceSetReport:
     """Build a face set in ``out_dir`` from photos and videos; see the module docstring.
@@ -286,7 +315,10 @@ def build_faceset(
     ``video -> LandmarkDetector``. ``min_distance`` is how far apart, in feature units (10° of yaw or pitch, or a
     third of a blendshape's range), two video faces must be to both be kept. Raises ``NoFaceFound`` when no face
     is kept; ``FileExistsError`` when ``out_dir`` holds files. ``hair_model`` is ``hair_segmenter.tflite``: with it
-    the stored masks leave out hair, without it they are the landmark hull.
+    the stored masks leave out hair, without it they are the landmark hull. ``embedder``: keep only the faces of
+    the person most faces show (see the module docstring); without it, no one-person check and no reference.
+    ``prior`` ``(reference (128,), weight)``: the person enrolled before votes as ``weight`` faces; ``OtherPerson``
+    when no face is the person chosen.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -335,6 +367,13 @@ def build_faceset(
             image_detector.close()
 
     candidates = _filter(photos + videos, report, min_face_px, blur_threshold, max_yaw, max_pitch)
+    if embedder is not None and candidates:
+        if on_progress:
+            on_progress(0.95, "checking that the faces are one person")
+        candidates = _one_person(candidates, report, embedder, prior)
+        if not candidates:
+            headline = "Every face shows someone else than the person enrolled before"
+            raise OtherPerson(_no_face(inputs, report, headline).message, report=report)
     kept = _select(candidates, report, max_faces, min_distance)
     if not kept:
         raise _no_face(inputs, report)
@@ -540,6 +579,57 @@ def _filter(
     return sharp
 
 
+def _one_person(
+    candidates: list[_Candidate],
+    report: FaceSetReport,
+    embedder: FaceEmbedder,
+    prior: tuple[np.ndarray, float] | None,
+) -> list[_Candidate]:
+    """The candidates showing the majority person; the others become rejections (a photo: whole; a video: its
+    frames, plus a note when most of it, or a whole rejection when all of it, is someone else)."""
+    started = time.perf_counter()
+    check = check_one_person(
+        [FaceToCheck(c.aligned.crop, c.aligned.points, c.source, c.frame) for c in candidates], embedder,
+        prior=prior,
+    )
+    report.reference, report.reference_count = check.reference, check.count
+    log.info("one-person check: %d of %d faces embedded in %.2f s, %d are the majority person",
+             int(check.embedded.sum()), len(candidates), time.perf_counter() - started, int(check.same.sum()))
+    # Name the person by the inputs that show them most, so "someone else" says who the faces are compared with.
+    shown = Counter(c.source for c, same in zip(candidates, check.same, strict=True) if same)
+    names = [name for name, _ in shown.most_common(2)]
+    person = " and ".join(names) + (" and others" if len(shown) > 2 else "")
+    if check.prior_won:
+        person = "the faces enrolled before"
+    kept: list[_Candidate] = []
+    others: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    for c, same in zip(candidates, check.same, strict=True):
+        total[c.source] += 1
+        if same:
+            kept.append(c)
+        elif c.frame is None:
+            detail = f"{c.source} shows someone else — not the person in {person}."
+            report.rejected.append(Rejection(c.source, None, OTHER_PERSON, detail))
+        else:
+            others[c.source] += 1
+            report.rejected.append(
+                Rejection(c.source, c.frame, OTHER_PERSON, f"Frame {c.frame} of {c.source} shows someone else.")
+            )
+    for source, n in others.items():
+        if n == total[source]:
+            detail = f"{source} shows someone else — not the person in {person}."
+            report.rejected.append(Rejection(source, None, OTHER_PERSON, detail))
+        elif 2 * n > total[source]:
+            report.notes.append(
+                f"Most of {source} ({n} of {total[source]} faces) shows someone else than {person}: "
+                f"only its {total[source] - n} faces of that person are used."
+            )
+        else:
+            report.notes.append(f"{n} faces of {source} show someone else: left out.")
+    return kept
+
+
 def _select(
     candidates: list[_Candidate], report: FaceSetReport, max_faces: int, min_distance: float
 ) -> list[_Candidate]:
@@ -586,7 +676,9 @@ def _select(
     return sorted(kept, key=lambda c: order[id(c)])
 
 
-def _no_face(inputs: Sequence[Path], report: FaceSetReport) -> NoFaceFound:
+def _no_face(
+    inputs: Sequence[Path], report: FaceSetReport, headline: str = "No usable face was found"
+) -> NoFaceFound:
     lines = []
     for path in inputs:
         name = Path(path).name
@@ -602,7 +694,7 @@ def _no_face(inputs: Sequence[Path], report: FaceSetReport) -> NoFaceFound:
                 + "."
             )
     return NoFaceFound(
-        "No usable face was found:\n" + "\n".join(f"- {line}" for line in lines),
+        f"{headline}:\n" + "\n".join(f"- {line}" for line in lines),
         hint="Send clear, well-lit photos or a short selfie video in which one face fills a good part of the picture.",
     )
 
@@ -646,6 +738,8 @@ def _write(
             "faces": [r.to_json() for r in report.kept],
             "rejected": [vars(r) for r in report.rejected],
             "notes": report.notes,
+            "reference": None if report.reference is None else np.round(report.reference, 6).tolist(),
+            "reference_count": report.reference_count,
         }
         (temp / FACESET_JSON).write_text(json.dumps(document), encoding="utf-8")
         if out_dir.exists():
@@ -709,6 +803,35 @@ def load_faceset(folder: Path, *, hair_model: Path | None = None) -> FaceSet:
     return FaceSet(crops, points.astype(np.float32), masks, records, size, float(document["coverage"]))
 
 
+def faceset_reference(folder: Path, embedder: FaceEmbedder) -> tuple[np.ndarray, int]:
+    """The set's person as ``((128,) float32 reference, embeddings averaged)``: the one stored in its JSON, or, for a
+    set without one, the centroid of the majority of up to ``REFERENCE_SAMPLE`` evenly spaced crops, then stored."""
+    from swap_engine.embed import majority
+
+    folder = Path(folder)
+    path = folder / FACESET_JSON
+    document = json.loads(path.read_text(encoding="utf-8"))
+    if document.get("reference") is not None:
+        return np.asarray(document["reference"], np.float32), int(document.get("reference_count") or 1)
+    records = [FaceRecord.from_json(face) for face in document["faces"]]
+    if not records:
+        raise ValueError(f"{path} has no faces to take a reference from")
+    picks = np.unique(np.linspace(0, len(records) - 1, min(len(records), REFERENCE_SAMPLE)).round().astype(int))
+    crops = []
+    for i in picks:
+        bgr = cv2.imread(str(folder / records[i].file), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ValueError(f"{folder / records[i].file} is missing or unreadable")
+        crops.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    vectors = crop_embeddings(crops, [records[i].points for i in picks], embedder)
+    person = vectors[majority(vectors)]
+    reference, count = person.mean(0).astype(np.float32), len(person)
+    document["reference"], document["reference_count"] = np.round(reference, 6).tolist(), count
+    path.write_text(json.dumps(document), encoding="utf-8")
+    log.info("computed the reference of %s from %d of its %d faces", folder.name, len(picks), len(records))
+    return reference, count
+
+
 # -----------------------------------------------------------------------------
 # archives (storage keeps a face set as one file) and thumbnails
 
@@ -740,9 +863,16 @@ def unpack_faceset(archive: Path, folder: Path) -> Path:
 
 
 def merge_facesets(new: Path, earlier: Path) -> int:
-    """Append the faces of an earlier face set (same crop size and coverage) to ``new``; returns the total."""
+    """Append the faces of an earlier face set (same crop size and coverage) to ``new``; returns the total. The
+    merged reference is the two references averaged by their counts (a side without one leaves the other's)."""
     doc = json.loads((new / FACESET_JSON).read_text(encoding="utf-8"))
     old = json.loads((earlier / FACESET_JSON).read_text(encoding="utf-8"))
+    if doc.get("reference") is not None and old.get("reference") is not None:
+        a, b = int(doc.get("reference_count") or 1), int(old.get("reference_count") or 1)
+        mixed = (a * np.asarray(doc["reference"]) + b * np.asarray(old["reference"])) / (a + b)
+        doc["reference"], doc["reference_count"] = np.round(mixed, 6).tolist(), a + b
+    elif doc.get("reference") is None and old.get("reference") is not None:
+        doc["reference"], doc["reference_count"] = old["reference"], old.get("reference_count")
     if (old.get("size"), old.get("coverage")) != (doc.get("size"), doc.get("coverage")):
         log.warning("an earlier face set has another crop size or coverage; starting afresh")
         return len(doc["faces"])

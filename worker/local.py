@@ -21,8 +21,8 @@ from storage import (
     LOCAL_GUILD,
     LOCAL_USER,
     Job,
-    JobKind,
     JobStatus,
+    PrepareJob,
     Storage,
     SwapJob,
     UploadKind,
@@ -108,16 +108,19 @@ async def swap_local(settings: Settings, clip: Path, identity: str, spec: SwapJo
 
 @dataclass(frozen=True)
 class EnrollOutcome:
-    """What ``enroll_local`` tells the user: a line per input, a summary, and how many faces were kept."""
+    """What ``enroll_local`` tells the user: a line per input, a summary, and how many faces were kept; ``question``
+    when nothing was added because the new faces are not the person enrolled before (``add_anyway`` adds them)."""
 
     lines: list[str]
     summary: str
     kept: int
+    question: str | None = None
 
 
 async def enroll_local(settings: Settings, guild_id: int, user_id: int, name: str, paths: list[Path], *,
-                       on_progress: ProgressHook | None = None) -> EnrollOutcome:
-    """Store the inputs for ``name`` (created if new), run the prepare job here, and report per input."""
+                       add_anyway: bool = False, on_progress: ProgressHook | None = None) -> EnrollOutcome:
+    """Store the inputs for ``name`` (created if new), run the prepare job here, and report per input. New faces that
+    are not the person enrolled before as ``name`` are added only with ``add_anyway`` (else they wait, pending)."""
 
     files = [f for p in paths for f in ([p] if not p.is_dir() else sorted(x for x in p.rglob("*") if x.is_file()))]
     lines: list[str] = []
@@ -144,7 +147,8 @@ async def enroll_local(settings: Settings, guild_id: int, user_id: int, name: st
             created = True
         for f, upload_kind in usable:
             await store.add_upload(guild_id, identity.id, user_id, f, kind=upload_kind, filename=f.name)
-        job = await store.enqueue(guild_id, user_id, JobKind.PREPARE, {}, identity_ids=[identity.id],
+        spec = PrepareJob(identity_id=identity.id, identity_name=identity.display_name, add_anyway=add_anyway)
+        job = await store.enqueue(guild_id, user_id, spec, identity_ids=[identity.id],
                                   enforce_quota=False, max_attempts=1)
         worker = Worker(settings, "cpu", worker_id=f"cli-{os.getpid()}", on_progress=on_progress)
         done = await _run_here(store, worker, job.id)
@@ -155,6 +159,9 @@ async def enroll_local(settings: Settings, guild_id: int, user_id: int, name: st
                                  f"Nothing enrolled: {done.error or 'no usable face found'}", 0)
         result = await store.get_result(guild_id, job.id, user_id)
     report = result.report
+    if report.get("needs_confirm"):
+        question = str(report.get("message") or f"The new faces do not look like {name} as enrolled before.")
+        return EnrollOutcome(lines + list(report.get("lines", [])), f"{name}: nothing added", 0, question)
     return EnrollOutcome(lines + list(report.get("lines", [])), f"{name}: {report.get('summary', '')}",
                          int(report.get("faces", 0)))
 

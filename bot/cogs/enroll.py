@@ -1,7 +1,8 @@
 """/enroll and "Enroll faces from this message": photos or a selfie video in, a queued face-set job out.
 
 Attachments are downloaded and checked right away (slash-command uploads are ephemeral and their links expire) and
-nothing is stored until every file passed. Enrolling someone else asks the enroller to confirm they have that
+nothing is stored until every file passed. When the worker finds that new photos do not look like the person enrolled
+before, it asks (``bot.results``); the answer's buttons land in ``answer_new_person``. Enrolling someone else asks the enroller to confirm they have that
 person's permission; without the click nothing is stored at all. Photos from another member's message are always
 an on-behalf enrollment with that member as the subject, and the member is told (DM, else a note in the channel)
 how to remove it.
@@ -21,8 +22,9 @@ from bot.progress import announce_job
 from bot.uploads import Media, download
 from bot.views.confirm import Confirm
 from bot.views.enroll_form import WhoseFace
-from common.errors import UnsupportedMedia
-from storage import Identity, PrepareJob, UploadKind
+from bot.views.new_person import AddAnyway
+from common.errors import NotFound, UnsupportedMedia
+from storage import Identity, PrepareJob, UploadKind, UploadStatus
 
 if TYPE_CHECKING:
     from bot.app import FamswapBot
@@ -39,8 +41,10 @@ class Enroll(commands.Cog):
 
     async def cog_load(self) -> None:
         self.bot.tree.add_command(self.menu)
+        self.bot.add_dynamic_items(AddAnyway)
 
     async def cog_unload(self) -> None:
+        self.bot.remove_dynamic_items(AddAnyway)
         self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
 
     @app_commands.command(name="enroll")
@@ -236,6 +240,50 @@ class Enroll(commands.Cog):
             f"I'll post it here: {status.jump_url}",
             view=None,
         )
+
+
+    async def answer_new_person(self, interaction: discord.Interaction[FamswapBot], job_id: int, add: bool) -> None:
+        """"Add anyway" / "Leave them out" under an enrollment whose new files showed someone else: enroll again with
+        them added, or mark them left out. Only the person who sent them may answer, once."""
+        assert interaction.guild_id is not None
+        store = self.bot.store
+        job = await store.get_job(job_id, guild_id=interaction.guild_id)
+        if interaction.user.id != job.owner_id:
+            await interaction.response.send_message(f"Only <@{job.owner_id}> can answer — they sent these files.",
+                                                    ephemeral=True)
+            return
+        if not isinstance(job.payload, PrepareJob) or len(job.identity_ids) != 1:
+            raise NotFound(f"Job #{job.id} is not an enrollment.", hint="Send the photos again with /enroll.")
+        asked = set((await store.get_result(interaction.guild_id, job.id, job.owner_id)).report.get("uploads") or [])
+        identity = await store.get_identity(interaction.guild_id, job.identity_ids[0])
+        waiting = [u for u in await store.list_uploads(interaction.guild_id, identity.id, status=UploadStatus.PENDING)
+                   if u.id in asked]
+        question = interaction.message
+        if not waiting:
+            await interaction.response.send_message("That was already answered.", ephemeral=True)
+        else:
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            files = ", ".join(u.filename for u in waiting)
+            if add:
+                again = PrepareJob(identity_id=identity.id, identity_name=identity.display_name, add_anyway=True,
+                                   title=f"Enrolling {identity.display_name}")
+                new = await store.enqueue(interaction.guild_id, interaction.user.id, again, identity_ids=[identity.id])
+                status = await announce_job(interaction, new, request_message_id=question.id if question else None)
+                answer, said = f"Adding {files} to **{identity.display_name}**: {status.jump_url}", "→ Adding them."
+            else:
+                for u in waiting:
+                    await store.record_upload_outcome(
+                        u.id, UploadStatus.REJECTED,
+                        reason=f"left out: does not look like {identity.display_name} as enrolled before",
+                    )  # fmt: skip
+                answer = f"Okay — {files} left out; **{identity.display_name}** is unchanged."
+                said = "→ Left out."
+            await interaction.edit_original_response(content=answer)
+            if question is not None:
+                try:  # one answer per question: the buttons go
+                    await question.edit(content=f"{question.content}\n{said}", view=None)
+                except discord.HTTPException as exc:
+                    log.info("could not remove the buttons of message %s: %s", question.id, exc)
 
 
 async def setup(bot: FamswapBot) -> None:

@@ -34,6 +34,7 @@ class Media:
     faceless: Path  # 12 frames, no face
     two_faces: Path  # 6 frames of two_people.jpg: two faces of about the same size
     selfie: Path  # 12 frames of selfie_man.mp4, 240x240
+    selfie_source: Path  # selfie_man.mp4 itself (the same man further on)
     alice_photo: Path  # obama.jpg, 480 px
     bob_photo: Path  # biden.jpg, 480 px
 
@@ -69,6 +70,7 @@ def media(
         faceless=faceless_clip(folder / "no-face.mp4"),
         two_faces=still_clip(photos / "two_people.jpg", folder / "two.mp4"),
         selfie=cut_clip(clips / "selfie_man.mp4", folder / "selfie.mp4", 12, 240),
+        selfie_source=clips / "selfie_man.mp4",
         alice_photo=small_photo(photos / "obama.jpg", folder / "alice.jpg"),
         bob_photo=small_photo(photos / "biden.jpg", folder / "bob.jpg"),
     )

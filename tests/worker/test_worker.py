@@ -13,7 +13,7 @@ import pytest
 
 from common.config import Settings
 from common.errors import NotFound
-from storage import IdentityStatus, JobKind, JobStatus, UploadKind, open_storage
+from storage import IdentityStatus, JobKind, JobStatus, UploadKind, UploadStatus, open_storage
 from swap_engine import pipeline
 from tests.worker.conftest import Enrolled, Media
 from tests.worker.workerkit import ALICE, BOB, CLIP_FRAMES, GUILD, RecordingWorker, count_frames, wait_job
@@ -225,8 +225,21 @@ async def test_a_refit_job_makes_a_finished_video_smaller(enrolled: Enrolled, tm
     assert worker.leftovers == []
 
 
+def _frame_photo(clip: Path, index: int, dst: Path) -> Path:
+    """Frame ``index`` of ``clip`` as a JPEG photo."""
+    import itertools
+
+    import cv2
+
+    from swap_engine.video import read_frames
+
+    frame = next(itertools.islice(read_frames(clip), index, None))
+    cv2.imwrite(str(dst), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    return dst
+
+
 async def test_enrolling_again_after_retention_keeps_the_earlier_faces(
-    fresh_settings: Settings, media: Media, photos: Path
+    fresh_settings: Settings, media: Media, tmp_path: Path
 ) -> None:
     # Raw uploads are deleted once judged (FAMSWAP_KEEP_UPLOADS off): a second /enroll must merge, not crash.
     worker = RecordingWorker(fresh_settings)
@@ -240,7 +253,9 @@ async def test_enrolling_again_after_retention_keeps_the_earlier_faces(
         assert before >= 1
         assert all(u.blob is None for u in await store.list_uploads(GUILD, alice.id))  # retention dropped them
 
-        await store.add_upload(GUILD, alice.id, ALICE, photos / "obama.jpg", kind=UploadKind.IMAGE, filename="o.jpg")
+        # A later photo of the same man (a frame further on in his selfie video).
+        later = _frame_photo(media.selfie_source, 150, tmp_path / "later.jpg")
+        await store.add_upload(GUILD, alice.id, ALICE, later, kind=UploadKind.IMAGE, filename="o.jpg")
         second = await store.enqueue(GUILD, ALICE, JobKind.PREPARE, {}, identity_ids=[alice.id])
         await worker.drain()
         done = await store.get_job(second.id)
@@ -249,4 +264,71 @@ async def test_enrolling_again_after_retention_keeps_the_earlier_faces(
         report = (await store.get_result(GUILD, second.id, ALICE)).report
     assert after.face_count == before + 1 == report["faces"]
     assert report["lines"] == ["o.jpg: 1 face kept"]
+    assert worker.leftovers == []
+
+
+async def test_a_later_enrollment_of_someone_else_asks_first_and_adds_only_when_told(
+    fresh_settings: Settings, media: Media
+) -> None:
+    from storage import PrepareJob
+
+    worker = RecordingWorker(fresh_settings)
+    async with open_storage(fresh_settings, synchronous="NORMAL") as store:
+        alice = await store.create_identity(GUILD, ALICE, "Alice")
+        await store.add_upload(GUILD, alice.id, ALICE, media.selfie, kind=UploadKind.VIDEO, filename="me.mp4")
+        await store.enqueue(GUILD, ALICE, JobKind.PREPARE, {}, identity_ids=[alice.id])
+        await worker.drain()
+        before = await store.get_identity(GUILD, alice.id)
+
+        # A photo of another man: nothing is added, the photo waits (pending), and the job says why.
+        photo, _ = await store.add_upload(GUILD, alice.id, ALICE, media.bob_photo, kind=UploadKind.IMAGE,
+                                          filename="biden.jpg")
+        asked = await store.enqueue(GUILD, ALICE, PrepareJob(identity_id=alice.id, identity_name="Alice"),
+                                    identity_ids=[alice.id])
+        await worker.drain()
+        assert (await store.get_job(asked.id)).status is JobStatus.SUCCEEDED
+        report = (await store.get_result(GUILD, asked.id, ALICE)).report
+        assert report["needs_confirm"] is True and report["uploads"] == [photo.id]
+        assert "biden.jpg does not look like Alice as enrolled before" in report["message"]
+        after = await store.get_identity(GUILD, alice.id)
+        assert (after.faceset, after.face_count, after.status) == (before.faceset, before.face_count,
+                                                                  IdentityStatus.READY)
+        (pending,) = [u for u in await store.list_uploads(GUILD, alice.id) if u.id == photo.id]
+        assert pending.status is UploadStatus.PENDING and pending.blob is not None
+
+        # "Add anyway": the same photo goes in.
+        added = await store.enqueue(GUILD, ALICE, PrepareJob(identity_id=alice.id, identity_name="Alice",
+                                                             add_anyway=True), identity_ids=[alice.id])
+        await worker.drain()
+        assert (await store.get_job(added.id)).status is JobStatus.SUCCEEDED
+        report = (await store.get_result(GUILD, added.id, ALICE)).report
+        assert "needs_confirm" not in report and report["lines"] == ["biden.jpg: 1 face kept"]
+        assert (await store.get_identity(GUILD, alice.id)).face_count == before.face_count + 1
+    assert worker.leftovers == []
+
+
+async def test_a_later_enrollment_keeps_the_enrolled_person_and_turns_down_the_other_one(
+    fresh_settings: Settings, media: Media, photos: Path, tmp_path: Path
+) -> None:
+    worker = RecordingWorker(fresh_settings)
+    async with open_storage(fresh_settings, synchronous="NORMAL") as store:
+        alice = await store.create_identity(GUILD, ALICE, "Alice")
+        await store.add_upload(GUILD, alice.id, ALICE, media.selfie, kind=UploadKind.VIDEO, filename="me.mp4")
+        await store.enqueue(GUILD, ALICE, JobKind.PREPARE, {}, identity_ids=[alice.id])
+        await worker.drain()
+        before = (await store.get_identity(GUILD, alice.id)).face_count
+
+        # Biden first, then a later photo of the same man: one new face each, so the faces enrolled before decide.
+        await store.add_upload(GUILD, alice.id, ALICE, photos / "biden.jpg", kind=UploadKind.IMAGE, filename="biden.jpg")
+        later = _frame_photo(media.selfie_source, 150, tmp_path / "later.jpg")
+        await store.add_upload(GUILD, alice.id, ALICE, later, kind=UploadKind.IMAGE, filename="me-later.jpg")
+        job = await store.enqueue(GUILD, ALICE, JobKind.PREPARE, {}, identity_ids=[alice.id])
+        await worker.drain()
+        report = (await store.get_result(GUILD, job.id, ALICE)).report
+        assert "needs_confirm" not in report
+        assert report["lines"] == [
+            "biden.jpg: rejected — biden.jpg shows someone else — not the person in the faces enrolled before.",
+            "me-later.jpg: 1 face kept",
+        ]
+        assert (await store.get_identity(GUILD, alice.id)).face_count == before + 1
     assert worker.leftovers == []
