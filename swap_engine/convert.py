@@ -1,9 +1,11 @@
 """Swap a clip: per frame align → encode → decode as the person → colour-match → mask + blend → label → encode.
 
-Inputs: the clip (path), a trained `FaceBank`, the `ClipScan` of the clip (tracks of faces in frame pixels), and the
-identity to draw. Frames are streamed from ffmpeg and written back to ffmpeg in order; model calls are batched
-across frames. Frames where the chosen face is absent, too small or turned away are written unchanged (apart from
-the label every output frame carries). The output keeps the clip's fps, frame count and audio, carries synthetic-media
+Inputs: the clip (path), a trained `FaceBank`, the `ClipScan` of the clip (tracks of faces in frame pixels, grouped
+into people), and who to draw: ``ConvertOptions.targets``, several people of the scan each as an identity of the
+bank, in one pass (each with its own temporal state; or, without targets, track ``track`` as ``identity``). Frames
+are streamed from ffmpeg and written back to ffmpeg in order; model calls are batched across frames. Frames where
+no chosen face is present, large enough and turned towards the camera are written unchanged (apart from the label
+every output frame carries); the report counts per person the frames swapped. The output keeps the clip's fps, frame count and audio, carries synthetic-media
 metadata, and is fitted to a byte limit.
 
 Where the swap shows: the actor's face without hair (``segment.face_region`` on each frame's crop, with the hair
@@ -38,7 +40,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +51,7 @@ from swap_engine import align, blend, color, label, smooth, video
 from swap_engine.landmarks import LIPS_INNER
 from swap_engine.pose_fade import ADVICE, FADED_BELOW, FadeFilter, PoseRange
 from swap_engine.segment import part_hulls, skin_weight
-from swap_engine.track import ClipScan, Track
+from swap_engine.track import MIN_SWAP_FACE_PX, ClipScan
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +71,28 @@ COLOUR_MAX_GAIN = 1.25
 
 
 @dataclass(frozen=True)
+class SwapTarget:
+    """One person of the clip (an index of ``ClipScan.people``: "Face N" is N - 1) drawn as ``identity`` (a decoder
+    of the bank), fading where they turn past ``pose_range`` (the poses that identity enrolled; None: never)."""
+
+    person: int
+    identity: str
+    pose_range: PoseRange | None = None
+
+
+@dataclass(frozen=True)
 class ConvertOptions:
     """How to convert; the defaults are the ones famswap ships with."""
 
-    identity: str
+    identity: str = ""
     track: int = 0
+    # Several people at once, each drawn as its identity (``identity``, ``track`` and ``pose_range`` are then
+    # unused); empty: track ``track`` of the scan drawn as ``identity``.
+    targets: tuple[SwapTarget, ...] = ()
     color: str = "reinhard"  # "reinhard", "histogram" or "none"
     blend: str = "alpha"  # "alpha" (feathered) or "poisson" (cv2.seamlessClone)
     batch: int | None = None  # faces per model call; None: 16 on a CPU, 64 on a GPU
-    min_face_px: float = 24.0  # faces smaller than this (inter-ocular based size) pass through
+    min_face_px: float = MIN_SWAP_FACE_PX  # faces smaller than this (inter-ocular based size) pass through
     max_abs_yaw: float = 70.0  # faces turned further away pass through
     max_bytes: int | None = 10 * 1024 * 1024
     label_style: label.LabelStyle = field(default_factory=label.LabelStyle)
@@ -133,6 +148,10 @@ class ConvertReport:
     comparison: str | None = None
     faded: int = 0  # swapped frames shown only partly because the actor turns past the enrolled poses
     notes: list[str] = field(default_factory=list)  # sentences for the user (e.g. how to enroll turned heads)
+    # Per target, in ``ConvertOptions.targets``' order: {"face": N (as on the contact sheet), "identity", "frames"
+    # (where the person is seen), "swapped", "skipped": {reason: frames}}. ``swapped`` above counts frames where at
+    # least one face was swapped, ``skipped`` the others by the first target's reason.
+    people: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -183,7 +202,9 @@ class FrameSwapper:
     hair map. The frames' results do not depend on how far ``start`` runs ahead of ``finish``.
     """
 
-    def __init__(self, bank: object, opts: ConvertOptions, fps: float, coverage: float) -> None:
+    def __init__(
+        self, bank: object, opts: ConvertOptions, fps: float, coverage: float, timer: _Timer | None = None
+    ) -> None:
         self.bank = bank
         self.opts = opts
         self.fps = fps
@@ -195,7 +216,7 @@ class FrameSwapper:
         self.colour = (
             color.ColorStabilizer(method=opts.color, max_gain=COLOUR_MAX_GAIN) if opts.color != "none" else None
         )
-        self.timer = _Timer()
+        self.timer = timer or _Timer()  # several swappers of one conversion share one
         self._last_index = -10
         self._fresh = True  # the next face starts temporal state over (set by reset)
         self._hair_pool: ThreadPoolExecutor | None = None
@@ -427,18 +448,26 @@ def convert_clip(
     on_progress: ProgressFn | None = None,
     comparison_path: Path | None = None,
 ) -> ConvertReport:
-    """Write ``out``: the clip with track ``opts.track``'s face drawn as ``opts.identity``. See the module doc."""
+    """Write ``out``: the clip with each of ``opts.targets``' people drawn as its identity (without targets: track
+    ``opts.track`` as ``opts.identity``). See the module doc."""
     started = time.perf_counter()
     info = video.probe(clip)
-    track: Track = scan.track(opts.track)
     fps = float(info.fps)
-    swapper = FrameSwapper(bank, opts, fps, align.DEFAULT_COVERAGE if coverage is None else coverage)
+    cover = align.DEFAULT_COVERAGE if coverage is None else coverage
+    timer = _Timer()
+    if opts.targets:
+        targets = [(scan.person(t.person).faces, replace(opts, identity=t.identity, pose_range=t.pose_range))
+                   for t in opts.targets]  # fmt: skip
+    else:
+        targets = [(scan.track(opts.track).faces, opts)]
+    swappers = [FrameSwapper(bank, o, fps, cover, timer) for _, o in targets]
     renderer = label.LabelRenderer(info.width, info.height, opts.label_style)
     total = scan.frame_count
     sample_at = set(np.linspace(0, max(total - 1, 0), num=min(opts.comparison_frames, total), dtype=int).tolist())
     before: dict[int, np.ndarray] = {}  # sampled input frames, small
     after: dict[int, np.ndarray] = {}  # their output
     skipped: dict[str, int] = {}
+    per_target: list[dict[str, Any]] = [{"frames": 0, "swapped": 0, "skipped": {}} for _ in targets]
     swapped = 0
     written = 0
     raw = out.with_name(out.stem + ".raw.mp4")
@@ -447,38 +476,56 @@ def convert_clip(
     start = time.perf_counter()
     batch_size = opts.batch_size()
     with contextlib.ExitStack() as stack:
-        stack.callback(swapper.close)
+        for swapper in swappers:
+            stack.callback(swapper.close)
         writer = stack.enter_context(video.VideoWriter(
             raw, info.width, info.height, info.fps, audio_from=clip if info.has_audio else None,
             metadata=label.SYNTHETIC_METADATA,
         ))  # fmt: skip
-        encoder = stack.enter_context(_Encoder(writer, renderer, swapper.timer, sample_at))
+        encoder = stack.enter_context(_Encoder(writer, renderer, timer, sample_at))
         frames = stack.enter_context(contextlib.closing(video.prefetch(video.read_frames(clip, info=info))))
-        filling: list[_Pending] = []
+        filling: list[list[_Pending]] = []  # per frame, one pending per target
         faces_in = 0
-        aligned: deque[list[_Pending]] = deque()  # full batches whose hair maps are still being made
+        aligned: deque[list[list[_Pending]]] = deque()  # full batches whose hair maps are still being made
 
-        def hand_over(batch: list[_Pending]) -> None:
-            encoder.put(batch, swapper.finish(batch, inplace=True))
+        def hand_over(batch: list[list[_Pending]]) -> None:
+            # Each target draws on the frame as the targets before it left it (in place, or a new array in
+            # poisson mode); the crops were all cut from the clip's own frame in ``start``.
+            for k, swapper in enumerate(swappers):
+                drawn = swapper.finish([row[k] for row in batch], inplace=True)
+                if k + 1 < len(swappers):
+                    for row, frame in zip(batch, drawn, strict=True):
+                        row[k + 1].frame = frame
+            encoder.put([row[-1] for row in batch], drawn)
             if on_progress is not None:
                 on_progress(encoder.handed, total)
 
         decode_start = time.perf_counter()
         for index, frame in enumerate(frames):
-            swapper.timer.add("decode", decode_start)
+            timer.add("decode", decode_start)
             if index in scan.cuts:
-                swapper.reset()
-            face = track.faces.get(index)
-            reason = skip_reason(face, opts)
-            if reason:
-                skipped[reason] = skipped.get(reason, 0) + 1
-            else:
-                swapped += 1
+                for swapper in swappers:
+                    swapper.reset()
             if index in sample_at:
                 before[index] = _small(frame)  # a small copy now: the frame itself is drawn on in place
-            pending = swapper.start(index, frame, None if reason else face)
-            filling.append(pending)
-            faces_in += pending.crop is not None
+            row = []
+            reasons = []
+            for (faces, o), swapper, counts in zip(targets, swappers, per_target, strict=True):
+                face = faces.get(index)
+                reason = skip_reason(face, o)
+                counts["frames"] += face is not None
+                if reason:
+                    counts["skipped"][reason] = counts["skipped"].get(reason, 0) + 1
+                else:
+                    counts["swapped"] += 1
+                reasons.append(reason)
+                row.append(swapper.start(index, frame, None if reason else face))
+            if all(reasons):
+                skipped[reasons[0]] = skipped.get(reasons[0], 0) + 1
+            else:
+                swapped += 1
+            filling.append(row)
+            faces_in += sum(p.crop is not None for p in row)
             if faces_in >= batch_size or len(filling) >= 4 * batch_size:
                 aligned.append(filling)
                 filling, faces_in = [], 0
@@ -493,7 +540,7 @@ def convert_clip(
         encoder.finish()
         written = encoder.written
         after = encoder.after
-    swapper.timer.totals["total_pipeline"] = time.perf_counter() - start
+    timer.totals["total_pipeline"] = time.perf_counter() - start
 
     fitted = False
     start = time.perf_counter()
@@ -503,27 +550,32 @@ def convert_clip(
         fitted = True
     else:
         shutil.move(raw, out)
-    swapper.timer.add("fit", start)
+    timer.add("fit", start)
 
     comparison = None
     if comparison_path is not None and before:
         order = sorted(before)
         video.comparison_animation([before[i] for i in order], [after[i] for i in order], comparison_path)
         comparison = str(comparison_path)
-    timings = {k: round(v, 3) for k, v in swapper.timer.totals.items()}
+    timings = {k: round(v, 3) for k, v in timer.totals.items()}
     timings["total"] = round(time.perf_counter() - started, 3)
+    faded = sum(swapper.faded for swapper in swappers)
     notes = []
-    if swapper.faded:
+    if faded:
         notes.append(
-            f"The face turns further than in the enrolled photos in {swapper.faded} of {swapped} frames, so the "
+            f"The face turns further than in the enrolled photos in {faded} of {swapped} frames, so the "
             f"swap fades out there: {ADVICE}."
         )
+    people = [
+        {"face": t.person + 1, "identity": t.identity, **counts}
+        for t, counts in zip(opts.targets, per_target, strict=False)
+    ]
     return ConvertReport(
         output=str(out),
         frames=written,
         swapped=swapped,
         skipped=skipped,
-        track=opts.track,
+        track=opts.targets[0].person if opts.targets else opts.track,
         tracks=len(scan.tracks),
         fps=str(info.fps),
         has_audio=info.has_audio,
@@ -531,10 +583,10 @@ def convert_clip(
         fitted=fitted,
         timings=timings,
         comparison=comparison,
-        faded=swapper.faded,
+        faded=faded,
         notes=notes,
+        people=people,
     )
-
 
 
 class _Encoder:

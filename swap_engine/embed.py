@@ -9,7 +9,7 @@ The weights ship inside the `face-recognition-models` package (nothing is downlo
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +18,11 @@ from common.errors import ModelFileError
 
 # dlib's own threshold for its 128-d embedding: pairs of one person are below it (LFW accuracy 99.38 %).
 SAME_PERSON = 0.6
-# Groups whose members are this close on average are merged: stricter than SAME_PERSON, so that two people who look
-# alike in one blurry frame do not become one.
-GROUP_DISTANCE = 0.5
+# Groups whose members are this close on average are merged. dlib's own threshold: a face 45 px high in a wide shot
+# and the same singer's close-up are 0.56 apart (stage_multi_face.mp4), so 0.5 kept them two people. Averaging over
+# several faces per track, and never merging tracks seen at the same time (``group``'s ``apart``), keep look-alikes
+# in one shot apart.
+GROUP_DISTANCE = SAME_PERSON
 EMBED_DIM = 128
 # dlib's aligned face chip: 150 px with a quarter of padding round the 5-point alignment.
 _CHIP_SIZE = 150
@@ -81,14 +83,20 @@ def distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def group(embeddings: Sequence[np.ndarray], threshold: float = GROUP_DISTANCE) -> list[int]:
+def group(
+    embeddings: Sequence[np.ndarray], apart: Collection[tuple[int, int]] = (), threshold: float = GROUP_DISTANCE
+) -> list[int]:
     """Group sets of embeddings (one set per track, each `(n_i, 128)`) into people: average-linkage clustering of
-    the sets, merging while the mean distance between two groups' faces is below ``threshold``. Returns a person
-    number per set, numbered from 0 in order of first appearance; a set with no embeddings is a person of its own."""
+    the sets, merging while the mean distance between two groups' faces is below ``threshold``, never into one group
+    two sets named as a pair (i, j) in ``apart`` (tracks seen at the same time). Returns a person number per set,
+    numbered from 0 in order of first appearance; a set with no embeddings is a person of its own."""
     sets = [np.asarray(e, np.float32).reshape(-1, EMBED_DIM) for e in embeddings]
     members: list[list[int]] = [[i] for i in range(len(sets))]
+    forbidden = {(min(i, j), max(i, j)) for i, j in apart}
 
     def linkage(x: list[int], y: list[int]) -> float:
+        if any((min(i, j), max(i, j)) in forbidden for i in x for j in y):
+            return float("inf")
         a = np.concatenate([sets[i] for i in x])
         b = np.concatenate([sets[i] for i in y])
         return float(distances(a, b).mean()) if len(a) and len(b) else float("inf")

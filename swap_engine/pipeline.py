@@ -3,8 +3,8 @@
 Used by `famswap swap` (all stages in one process) and by the worker (one job, stages recorded in storage). Every
 stage reads and writes plain files in a work folder, so a crashed run resumes at the first unfinished stage:
 
-    scan.npz         the clip's face tracks (stage "scan")
-    actor.npz        aligned crops, points and face-without-hair masks of the chosen track (stage "actor")
+    scan.npz         the clip's face tracks and the people they show (stage "scan")
+    actor.npz        aligned crops, points and face-without-hair masks of a chosen person, all their shots (stage "actor")
     train.ckpt       the trainer's checkpoint (stage "train"; resumes mid-way)
     bank.pt          the trained face bank (the caller decides where it lives)
 """
@@ -26,7 +26,17 @@ from common.errors import MediaTooLarge, NoFaceFound
 from swap_engine import align, video
 from swap_engine.device import resolve_device as resolve_device  # the one resolver, for pipeline's callers
 from swap_engine.pose_fade import PoseRange
-from swap_engine.track import ClipScan, Track, contact_sheet, save_image, scan_clip, track_thumbnail
+from swap_engine.track import (
+    ClipScan,
+    Person,
+    Track,
+    attach_embeddings,
+    contact_sheet,
+    find_people,
+    save_image,
+    scan_clip,
+    track_thumbnail,
+)
 
 if TYPE_CHECKING:  # torch is imported only when training: `famswap tracks` starts without it
     from swap_engine.model import FaceBank
@@ -80,7 +90,9 @@ def scan_video(
     max_frames: int | None = None,
     on_progress: StageProgress | None = None,
 ) -> ClipScan:
-    """Detect faces in every frame (VIDEO mode, so MediaPipe tracks between frames) and link them into tracks.
+    """Detect faces in every frame (VIDEO mode, so MediaPipe tracks between frames), link them into tracks, then
+    embed a few faces of each track (a second read of the clip, up to the last face needed) and group the tracks
+    into people across cuts (``track.find_people`` with ``embed.group``).
 
     ``max_frames``: refuse a longer clip (``MediaTooLarge``) at probe time, and stop reading at the cap should the
     decoder find more frames than the probe counted."""
@@ -105,6 +117,15 @@ def scan_video(
             f"No face was found in {clip.name}.",
             hint="Try a clip where a face is clearly visible and not too small.",
         )
+    from swap_engine.embed import FaceEmbedder, group
+
+    if on_progress is not None:
+        on_progress(total, total, "telling people apart")
+    with contextlib.closing(video.read_frames(clip, info=info)) as again:
+        embedded = attach_embeddings(again, scan.tracks, FaceEmbedder().embed)
+    scan = find_people(scan, group)
+    log.info("%s: %d track(s), %d cut(s), %d face(s) embedded, %d person(s) offered", clip.name, len(scan.tracks),
+             len(scan.cuts), embedded, len(scan.people))
     return scan
 
 
@@ -121,17 +142,26 @@ def _pose_or_nan(pose: np.ndarray | None) -> np.ndarray:
     return np.full((4, 4), np.nan, np.float32) if pose is None else pose
 
 
+SCAN_FORMAT = 2  # 1 (no "format" entry): tracks only; 2: + person labels and embeddings
+
+
 def save_scan(scan: ClipScan, path: Path) -> Path:
-    """Store a scan (tracks with their per-frame landmarks and pose) as one .npz, atomically."""
+    """Store a scan (tracks with their per-frame landmarks, pose and embeddings; the person label of each track) as
+    one .npz, atomically."""
     arrays: dict[str, Any] = {
+        "format": np.array(SCAN_FORMAT, np.int64),
         "meta": np.array([scan.frame_count, scan.width, scan.height], np.int64),
         "cuts": np.array(sorted(scan.cuts), np.int64),
     }
+    if scan.labels is not None:
+        arrays["labels"] = np.array(scan.labels, np.int64)
     for t in scan.tracks:
         frames = t.frames
         arrays[f"t{t.index}_frames"] = np.array(frames, np.int64)
         arrays[f"t{t.index}_points"] = np.stack([t.faces[i].points for i in frames]).astype(np.float32)
         arrays[f"t{t.index}_pose"] = np.stack([_pose_or_nan(t.faces[i].pose) for i in frames]).astype(np.float32)
+        if t.embeddings is not None:
+            arrays[f"t{t.index}_embed"] = t.embeddings.astype(np.float32)
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez_compressed(tmp, **arrays)
     tmp.replace(path)
@@ -139,6 +169,8 @@ def save_scan(scan: ClipScan, path: Path) -> Path:
 
 
 def load_scan(path: Path) -> ClipScan:
+    """A scan stored by ``save_scan``; one of format 1 (before people were known) reads back with each track a
+    person of its own, as it was then swapped."""
     from swap_engine.landmarks import Face
 
     with np.load(path) as data:
@@ -151,23 +183,30 @@ def load_scan(path: Path) -> ClipScan:
                 int(i): Face(points[k], None, None, None if np.isnan(poses[k]).any() else poses[k])
                 for k, i in enumerate(frames)
             }
-            tracks.append(Track(index=n, faces=faces))
+            embeddings = data[f"t{n}_embed"] if f"t{n}_embed" in data else None
+            tracks.append(Track(index=n, faces=faces, embeddings=embeddings))
             n += 1
         cuts = frozenset(int(c) for c in data["cuts"])
-    return ClipScan(tracks, frame_count, cuts, width, height)
+        labels = tuple(int(v) for v in data["labels"]) if "labels" in data else None
+    return ClipScan(tracks, frame_count, cuts, width, height, labels=labels)
 
 
-def write_contact_sheet(clip: Path, scan: ClipScan, out: Path, *, first_number: int = 0) -> Path:
-    """Numbered thumbnails of every track (number = track index + ``first_number``) from each track's best frame."""
-    wanted = {t.best_frame(): t for t in scan.tracks}
+def write_contact_sheet(clip: Path, scan: ClipScan, out: Path, *, first_number: int = 1) -> Path:
+    """One numbered tile per person offered (number = person index + ``first_number``: 1, as the bot's "Face N"
+    buttons and ``famswap swap --face N`` count), from the frame with the person's best view."""
+    wanted: dict[int, list[tuple[int, Track]]] = {}
+    for p in scan.people:
+        t = p.best_track()
+        wanted.setdefault(t.best_frame(), []).append((p.index, t))
     thumbs: dict[int, np.ndarray] = {}
-    for i, frame in enumerate(video.read_frames(clip)):
-        if i in wanted:
-            t = wanted[i]
-            thumbs[t.index] = track_thumbnail(frame, t.faces[i])
-            if len(thumbs) == len(wanted):
+    last = max(wanted, default=-1)
+    with contextlib.closing(video.read_frames(clip)) as frames:
+        for i, frame in enumerate(frames):
+            for person, t in wanted.get(i, []):
+                thumbs[person] = track_thumbnail(frame, t.faces[i])
+            if i >= last:
                 break
-    sheet = contact_sheet([thumbs[t.index] for t in scan.tracks if t.index in thumbs], first_number=first_number)
+    sheet = contact_sheet([thumbs[p.index] for p in scan.people if p.index in thumbs], first_number=first_number)
     return save_image(out, sheet)
 
 
@@ -175,8 +214,9 @@ def write_contact_sheet(clip: Path, scan: ClipScan, out: Path, *, first_number: 
 # stage "actor": the clip's own face set of the chosen track
 
 
-def choose_actor_frames(track: Track, max_faces: int = ACTOR_MAX_FACES) -> list[int]:
-    """Frames to learn the actor from: all when few, else spread evenly over time with the pose extremes kept."""
+def choose_actor_frames(track: Track | Person, max_faces: int = ACTOR_MAX_FACES) -> list[int]:
+    """Frames to learn the actor from (a track's, or a person's over all their shots): all when few, else spread
+    evenly over time with the pose extremes kept."""
     frames = track.frames
     if len(frames) <= max_faces:
         return frames
@@ -197,30 +237,30 @@ def choose_actor_frames(track: Track, max_faces: int = ACTOR_MAX_FACES) -> list[
 
 def extract_actor(
     clip: Path,
-    scan: ClipScan,
-    track: int,
+    actor: Track | Person,
     out: Path,
     *,
     max_faces: int = ACTOR_MAX_FACES,
     hair_model: Path | None = None,
 ) -> Path:
     """Aligned crops (N, 256, 256, 3) uint8, points (N, 478, 2) and face-without-hair masks (N, 256, 256) uint8
-    0-255 (``segment.face_region``; hair-aware with ``hair_model``) of track ``track``, saved as one .npz."""
+    0-255 (``segment.face_region``; hair-aware with ``hair_model``) of ``actor`` (a person: from all their shots, so
+    the close-up after the wide shot is learnt as the same face), saved as one .npz."""
     from swap_engine.segment import HairSegmenter, crop_masks
 
-    t = scan.track(track)
-    wanted = set(choose_actor_frames(t, max_faces))
+    wanted = set(choose_actor_frames(actor, max_faces))
     crops, points = [], []
-    for i, frame in enumerate(video.read_frames(clip)):
-        if i in wanted:
-            face = t.faces[i]
-            matrix = align.align_matrix(face.points, CROP_SIZE)
-            crops.append(align.warp_crop(frame, matrix, CROP_SIZE))
-            points.append(align.transform_points(face.points, matrix).astype(np.float32))
-        if i >= t.last:
-            break
+    with contextlib.closing(video.read_frames(clip)) as frames:
+        for i, frame in enumerate(frames):
+            if i in wanted:
+                face = actor.faces[i]
+                matrix = align.align_matrix(face.points, CROP_SIZE)
+                crops.append(align.warp_crop(frame, matrix, CROP_SIZE))
+                points.append(align.transform_points(face.points, matrix).astype(np.float32))
+            if i >= actor.last:
+                break
     if not crops:
-        raise NoFaceFound(f"Track {track} of {clip.name} has no usable face.", hint="Choose another track.")
+        raise NoFaceFound(f"That face of {clip.name} has no usable view.", hint="Choose another face.")
     crop_stack, point_stack = np.stack(crops), np.stack(points)
     if hair_model is None:
         masks = crop_masks(crop_stack, point_stack, None)

@@ -1,14 +1,17 @@
-"""Face tracks through a clip: link per-frame faces by box overlap, rank them, and draw a numbered contact sheet.
+"""Face tracks through a clip, the people they show, scene cuts, and a numbered contact sheet.
 
-Input: per-frame lists of `landmarks.Face` (pixel coordinates of the frame). Output: `Track` records, sorted so that
-track 0 is the main actor (most screen time × face size). Pure functions apart from `scan_clip`, which decodes the
-clip and runs the landmark detector once over every frame.
+Input: per-frame lists of `landmarks.Face` (pixel coordinates of the frame). Output: `Track` records (one face through
+one shot), sorted so that track 0 has the most screen time × face size, and `Person` records (the tracks of one
+person across cuts, grouped by face identity embeddings, see ``find_people``), sorted the same way: person 0 is the
+scene's main person. Only people whose face is large enough to swap are offered, at most ``MAX_PEOPLE``. Pure
+functions apart from `scan_clip`, which runs the landmark detector once over every frame it is given.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +25,22 @@ if TYPE_CHECKING:
 _MIN_IOU = 0.25
 # A track may skip this many frames (detector misses, blinks behind a hand) and still continue.
 _MAX_GAP = 8
+# Faces smaller than this (inter-ocular based size, px) are never swapped (`ConvertOptions.min_face_px`), so a person
+# whose face never gets this large is not offered.
+MIN_SWAP_FACE_PX = 24.0
+MAX_PEOPLE = 12  # tiles on a contact sheet
+EMBED_FACES_PER_TRACK = 4  # faces of a track whose identity embeddings decide who it shows (~80 ms each on a CPU)
+
+Box = tuple[float, float, float, float]
+EmbedFn = Callable[[np.ndarray, list[Box]], np.ndarray]  # (RGB frame, boxes) -> (len(boxes), D) embeddings
+GroupFn = Callable[[list[np.ndarray], set[tuple[int, int]]], list[int]]  # (per-track sets, apart pairs) -> labels
+
+# Cut detection on the HSV-histogram distance of consecutive frames (0 same, 1 disjoint):
+CUT_ALWAYS = 0.5  # this far apart is a cut whatever the frames around
+CUT_FLOOR = 0.2  # below this, a histogram change alone is never a cut
+CUT_CONTRAST = 5.0  # ... above it, a change this many times the median change of the frames around is a cut
+CUT_WINDOW = 15  # frames either side that make that median
+FACE_JUMP = 0.12  # a change this big while every face leaves its place (no box overlap with the frame before) is a cut
 
 
 @dataclass
@@ -30,6 +49,8 @@ class Track:
 
     index: int
     faces: dict[int, Face] = field(default_factory=dict)
+    # Identity embeddings of a few of its faces, (k, D) float32 (``attach_embeddings``); None when not computed.
+    embeddings: np.ndarray | None = None
 
     @property
     def frames(self) -> list[int]:
@@ -53,15 +74,105 @@ class Track:
         return max(self.faces, key=lambda i: self.faces[i].size * np.cos(np.radians(min(abs(self.faces[i].yaw), 80))))
 
 
+    def best_size(self) -> float:
+        """The face's size at its best frame (px)."""
+        return float(self.faces[self.best_frame()].size)
+
+
+@dataclass(frozen=True)
+class Person:
+    """One person through the clip: their tracks (one per shot, or more where the detector lost them), never two at
+    the same time. Offers what a track offers over all of them: ``faces`` (frame → Face), frames, score."""
+
+    index: int
+    tracks: tuple[Track, ...]
+
+    @cached_property
+    def faces(self) -> dict[int, Face]:
+        merged: dict[int, Face] = {}
+        for t in self.tracks:
+            merged.update(t.faces)
+        return dict(sorted(merged.items()))
+
+    @property
+    def frames(self) -> list[int]:
+        return list(self.faces)
+
+    @property
+    def first(self) -> int:
+        return min(self.faces)
+
+    @property
+    def last(self) -> int:
+        return max(self.faces)
+
+    @property
+    def score(self) -> float:
+        """Screen time × size over all the person's shots."""
+        return float(sum(t.score for t in self.tracks))
+
+    @property
+    def number(self) -> int:
+        """The person's number on the contact sheet, the bot's "Face N" and the command line's ``--face N``."""
+        return self.index + 1
+
+    def best_track(self) -> Track:
+        """The track with the person's best view (largest, most frontal face): their tile on the contact sheet."""
+        return max(self.tracks, key=lambda t: _view(t.faces[t.best_frame()]))
+
+    def best_size(self) -> float:
+        return max(t.best_size() for t in self.tracks)
+
+
+def _view(face: Face) -> float:
+    return float(face.size * np.cos(np.radians(min(abs(face.yaw), 80)))) if not np.isnan(face.yaw) else float(face.size)
+
+
+def people_from_labels(
+    tracks: Sequence[Track], labels: Sequence[int], *, min_face_px: float = MIN_SWAP_FACE_PX,
+    max_people: int = MAX_PEOPLE,
+) -> tuple[Person, ...]:  # fmt: skip
+    """The people that ``labels`` (a group label per track) make of ``tracks``: ranked by screen time × size over
+    all their shots (person 0 is the scene's main person), without those whose face is never ``min_face_px`` large,
+    at most ``max_people``."""
+    groups: dict[int, list[Track]] = {}
+    for t, label in zip(tracks, labels, strict=True):
+        groups.setdefault(int(label), []).append(t)
+    candidates = [sorted(g, key=lambda t: t.first) for g in groups.values()]
+    candidates = [g for g in candidates if max(t.best_size() for t in g) >= min_face_px]
+    candidates.sort(key=lambda g: sum(t.score for t in g), reverse=True)
+    return tuple(Person(n, tuple(g)) for n, g in enumerate(candidates[:max_people]))
+
+
 @dataclass(frozen=True)
 class ClipScan:
-    """What one pass over a clip found: its tracks (main actor first), frame count and scene cuts."""
+    """What one pass over a clip found: its tracks (most screen time × size first), frame count, scene cuts, and the
+    people the tracks show (``labels``: a person group per track; without them, each track is a person of its own,
+    as scans saved before people were known read back)."""
 
     tracks: list[Track]
     frame_count: int
     cuts: frozenset[int]
     width: int
     height: int
+    labels: tuple[int, ...] | None = None
+
+    @cached_property
+    def people(self) -> tuple[Person, ...]:
+        """The people offered for swapping, main person first (see ``people_from_labels``)."""
+        labels = self.labels if self.labels is not None else tuple(range(len(self.tracks)))
+        return people_from_labels(self.tracks, labels)
+
+    def person(self, index: int) -> Person:
+        """Person ``index`` (0-based; "Face N" on the contact sheet is person N - 1)."""
+        if not 0 <= index < len(self.people):
+            from common.errors import NoFaceFound
+
+            raise NoFaceFound(
+                f"The clip shows {len(self.people)} person(s) large enough to swap; there is no face {index + 1}.",
+                hint="Run `famswap tracks CLIP` to see them numbered on a contact sheet, then pick one with --face.",
+            )
+        return self.people[index]
 
     def track(self, index: int) -> Track:
         if not 0 <= index < len(self.tracks):
@@ -126,9 +237,28 @@ def link_tracks(per_frame: Sequence[Sequence[Face]], cuts: Iterable[int] = (), m
     return kept
 
 
-def detect_cuts(frame_diffs: Sequence[float], threshold: float = 0.5) -> frozenset[int]:
-    """Frame indices that start a new shot, from per-frame histogram distances (index i compares i-1 and i)."""
-    return frozenset(i for i, d in enumerate(frame_diffs) if i > 0 and d > threshold)
+def detect_cuts(frame_diffs: Sequence[float], boxes: Sequence[Sequence[Box]] | None = None) -> frozenset[int]:
+    """Frame indices that start a new shot, from per-frame histogram distances (index i compares i-1 and i) and,
+    when given, each frame's face boxes.
+
+    A cut is a change over ``CUT_ALWAYS``; or over ``CUT_FLOOR`` and ``CUT_CONTRAST`` times the median change of the
+    ``CUT_WINDOW`` frames either side (a wide shot to a close-up of the same stage keeps much of its colours: 0.38
+    in stage_multi_face.mp4, against ~0.04 between its other frames); or over ``FACE_JUMP`` while both frames show
+    faces and none of this frame's overlaps one of the frame before (the camera moved to someone else)."""
+    d = np.asarray(frame_diffs, np.float64)
+    cuts = set()
+    for i in range(1, len(d)):
+        if d[i] > CUT_ALWAYS:
+            cuts.add(i)
+            continue
+        around = np.concatenate([d[max(1, i - CUT_WINDOW) : i], d[i + 1 : i + 1 + CUT_WINDOW]])
+        median = float(np.median(around)) if len(around) else 0.0
+        if d[i] > CUT_FLOOR and d[i] > CUT_CONTRAST * median:
+            cuts.add(i)
+        elif boxes is not None and d[i] > FACE_JUMP and boxes[i] and boxes[i - 1]:
+            if all(box_iou(a, b) < _MIN_IOU for a in boxes[i] for b in boxes[i - 1]):
+                cuts.add(i)
+    return frozenset(cuts)
 
 
 def frame_signature(rgb: np.ndarray) -> np.ndarray:
@@ -164,8 +294,65 @@ def scan_clip(
         per_frame.append(detect(frame, int(round(i * 1000.0 / fps))))
         if on_frame is not None:
             on_frame(i)
-    cuts = detect_cuts(diffs)
+    cuts = detect_cuts(diffs, [[f.box for f in faces] for faces in per_frame])
     return ClipScan(link_tracks(per_frame, cuts), len(per_frame), cuts, width, height)
+
+
+def embedding_frames(track: Track, count: int = EMBED_FACES_PER_TRACK) -> list[int]:
+    """The frames whose faces are embedded: the best view (largest, most frontal) in each of ``count`` equal
+    stretches of the track, so that one blurred or turned frame does not decide who the track shows."""
+    frames = track.frames
+    chunks = np.array_split(np.asarray(frames), min(count, len(frames)))
+    return sorted(int(max(chunk, key=lambda i: _view(track.faces[int(i)]))) for chunk in chunks if len(chunk))
+
+
+def attach_embeddings(
+    frames: Iterable[np.ndarray], tracks: Sequence[Track], embed: EmbedFn, *, count: int = EMBED_FACES_PER_TRACK,
+    min_face_px: float = MIN_SWAP_FACE_PX,
+) -> int:  # fmt: skip
+    """Set ``track.embeddings`` ((k, D) float32) from ``count`` faces of each track whose best face is at least
+    ``min_face_px`` (smaller ones are never offered, and their embeddings are unreliable); reads ``frames`` (the
+    clip's, in order) until the last one needed. Returns how many faces were embedded."""
+    wanted: dict[int, list[Track]] = {}
+    for t in tracks:
+        if t.best_size() >= min_face_px:
+            for i in embedding_frames(t, count):
+                wanted.setdefault(i, []).append(t)
+    found: dict[int, list[np.ndarray]] = {}
+    done = 0
+    last = max(wanted, default=-1)
+    for i, frame in enumerate(frames):
+        if i > last:
+            break
+        if i not in wanted:
+            continue
+        vectors = embed(frame, [t.faces[i].box for t in wanted[i]])
+        for t, v in zip(wanted[i], vectors, strict=True):
+            found.setdefault(t.index, []).append(v)
+        done += len(wanted[i])
+    for t in tracks:
+        if t.index in found:
+            t.embeddings = np.stack(found[t.index]).astype(np.float32)
+    return done
+
+
+def overlapping(tracks: Sequence[Track]) -> set[tuple[int, int]]:
+    """Pairs (i, j), i < j, of positions in ``tracks`` whose frame ranges overlap: two faces seen at the same time
+    are two people."""
+    return {
+        (i, j)
+        for i in range(len(tracks))
+        for j in range(i + 1, len(tracks))
+        if tracks[i].first <= tracks[j].last and tracks[j].first <= tracks[i].last
+    }
+
+
+def find_people(scan: ClipScan, group: GroupFn) -> ClipScan:
+    """``scan`` with its tracks grouped into people: ``group(embeddings per track, apart pairs)`` labels them; tracks
+    without embeddings are people of their own, and tracks seen at the same time are never one person."""
+    sets = [t.embeddings if t.embeddings is not None else np.zeros((0, 128), np.float32) for t in scan.tracks]
+    labels = group(sets, overlapping(scan.tracks))
+    return replace(scan, labels=tuple(int(v) for v in labels))
 
 
 def contact_sheet(

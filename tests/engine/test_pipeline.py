@@ -49,7 +49,7 @@ def bank(stage: SimpleNamespace) -> FaceBank:
     """A tiny bank trained a few seconds on the stage clip's two faces (identities "t0" and "t1")."""
     from swap_engine.model import ModelConfig
 
-    faces = {f"t{t}": pipeline.extract_actor(stage.clip, stage.scan, t, stage.work / f"t{t}.npz") for t in (0, 1)}
+    faces = {f"t{t}": pipeline.extract_actor(stage.clip, stage.scan.track(t), stage.work / f"t{t}.npz") for t in (0, 1)}
     cfg = ModelConfig(**TINY)  # type: ignore[arg-type]
     bank = FaceBank(cfg)
     bank.add_identity("t0")
@@ -82,10 +82,11 @@ def test_stage_clip_has_several_tracks_main_actor_first(stage: SimpleNamespace) 
     assert abs((a[0] + a[2]) / 2 - (b[0] + b[2]) / 2) > 100
 
 
-def test_contact_sheet_has_a_numbered_tile_per_track(stage: SimpleNamespace) -> None:
+def test_contact_sheet_has_a_numbered_tile_per_person(stage: SimpleNamespace) -> None:
     path = pipeline.write_contact_sheet(stage.clip, stage.scan, stage.work / "sheet.jpg")
     sheet = cv2.imread(str(path))
-    n = len(stage.scan.tracks)
+    n = len(stage.scan.people)
+    assert n == 2  # the singer and the pianist of the opening shot
     columns = min(4, n)
     assert sheet.shape == (160 * math.ceil(n / columns), 160 * columns, 3)
     for k in range(n):
@@ -162,7 +163,7 @@ def test_choosing_track_1_instead_of_0_changes_the_other_face(
 
 
 def test_extract_actor_keeps_aligned_crops_and_points(stage: SimpleNamespace) -> None:
-    path = pipeline.extract_actor(stage.clip, stage.scan, 0, stage.work / "actor.npz")
+    path = pipeline.extract_actor(stage.clip, stage.scan.track(0), stage.work / "actor.npz")
     crops, points, masks = pipeline.load_faces(path)
     n = len(stage.scan.track(0).faces)
     assert crops.shape == (n, pipeline.CROP_SIZE, pipeline.CROP_SIZE, 3) and crops.dtype == np.uint8

@@ -5,7 +5,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
+from common.errors import NoFaceFound
 from swap_engine.track import (
     box_iou,
     contact_sheet,
@@ -66,3 +68,48 @@ def test_contact_sheet_grid() -> None:
     assert sheet.shape == (200, 400, 3) and sheet.dtype == np.uint8
     # The numbered tiles differ from each other.
     assert sheet[50, 50].tolist() != sheet[50, 150].tolist()
+
+
+def test_a_moderate_change_is_a_cut_when_the_frames_around_are_calm() -> None:
+    calm = [0.0] + [0.04] * 19 + [0.38] + [0.04] * 20  # stage_multi_face.mp4's wide-to-close cut at 20
+    assert detect_cuts(calm) == frozenset({20})
+    busy = [0.0] + [0.15, 0.1] * 10 + [0.38] + [0.12, 0.2] * 10  # a handheld shot: 0.38 is not unusual here
+    assert detect_cuts(busy) == frozenset()
+    assert detect_cuts([0.0, 0.6, 0.55, 0.7]) == frozenset({1, 2, 3}), "a big change is a cut whatever its neighbours"
+
+
+def test_a_face_that_jumps_with_a_small_change_is_a_cut() -> None:
+    diffs = [0.0] + [0.1, 0.3, 0.15] * 4  # a busy clip: 0.15 alone is not a cut
+    boxes: list[list[tuple[float, float, float, float]]] = [[(10, 10, 60, 60)] for _ in diffs]
+    boxes[6] = [(200, 40, 280, 120)]  # frame 6 (a change of 0.3): the face is elsewhere from here on
+    boxes[7:] = [[(200, 40, 280, 120)]] * (len(diffs) - 7)
+    assert detect_cuts(diffs) == frozenset()
+    assert detect_cuts(diffs, boxes) == frozenset({6})
+    boxes[6] = [(12, 10, 62, 60), (200, 40, 280, 120)]  # one face stayed: the camera did not move
+    assert 6 not in detect_cuts(diffs, boxes)
+
+
+def test_tracks_of_one_person_become_one_person_ranked_by_all_their_shots() -> None:
+    from swap_engine.embed import group
+    from swap_engine.track import ClipScan, Track, find_people
+
+    def track(index: int, frames: range, side: float, person: float) -> Track:
+        t = Track(index, {i: _face(100, 100, side) for i in frames})  # type: ignore[misc]
+        t.embeddings = np.full((3, 128), person, np.float32) + np.random.default_rng(index).normal(0, 0.01, (3, 128)).astype(np.float32)
+        return t
+
+    tracks = [
+        track(0, range(0, 30), 80, 0.0),  # A, first shot
+        track(1, range(30, 50), 90, 0.2),  # B
+        track(2, range(50, 60), 80, 0.0),  # A again
+        track(3, range(50, 60), 70, 0.0),  # someone A's double, in the same shot: never A
+        track(4, range(0, 60), 10, 0.5),  # far in the back all along: too small to offer
+    ]
+    scan = find_people(ClipScan(tracks, 60, frozenset({30, 50}), 320, 240), group)
+    assert [[t.index for t in p.tracks] for p in scan.people] == [[0, 2], [1], [3]]
+    assert [p.number for p in scan.people] == [1, 2, 3]
+    assert scan.people[0].frames == list(range(0, 30)) + list(range(50, 60))
+    with pytest.raises(NoFaceFound, match="no face 4"):
+        scan.person(3)
+    legacy = ClipScan(tracks, 60, frozenset(), 320, 240)  # a scan saved before people: a person per track
+    assert [[t.index for t in p.tracks] for p in legacy.people] == [[0], [1], [2], [3]]
