@@ -237,6 +237,19 @@ def choose_actor_frames(track: Track | Person, max_faces: int = ACTOR_MAX_FACES)
 
 def extract_actor(
     clip: Path,
+    scan: ClipScan,
+    track: int,
+    out: Path,
+    *,
+    max_faces: int = ACTOR_MAX_FACES,
+    hair_model: Path | None = None,
+) -> Path:
+    """``extract_faces`` of track ``track``."""
+    return extract_faces(clip, scan.track(track), out, max_faces=max_faces, hair_model=hair_model)
+
+
+def extract_faces(
+    clip: Path,
     actor: Track | Person,
     out: Path,
     *,

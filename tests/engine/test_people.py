@@ -62,8 +62,8 @@ def test_three_shots_are_two_people(three_shots: SimpleNamespace) -> None:
 def test_both_shots_of_a_are_swapped_and_b_passes_through(three_shots: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
     scan, work = three_shots.scan, three_shots.work
     a, b = scan.people
-    faces = {"a": pipeline.extract_actor(three_shots.clip, a, work / "a.npz"),
-             "b": pipeline.extract_actor(three_shots.clip, b, work / "b.npz")}  # fmt: skip
+    faces = {"a": pipeline.extract_faces(three_shots.clip, a, work / "a.npz"),
+             "b": pipeline.extract_faces(three_shots.clip, b, work / "b.npz")}  # fmt: skip
     cfg = ModelConfig(**TINY)  # type: ignore[arg-type]
     bank = FaceBank(cfg)
     bank.add_identity("a")

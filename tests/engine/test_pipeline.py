@@ -49,7 +49,7 @@ def bank(stage: SimpleNamespace) -> FaceBank:
     """A tiny bank trained a few seconds on the stage clip's two faces (identities "t0" and "t1")."""
     from swap_engine.model import ModelConfig
 
-    faces = {f"t{t}": pipeline.extract_actor(stage.clip, stage.scan.track(t), stage.work / f"t{t}.npz") for t in (0, 1)}
+    faces = {f"t{t}": pipeline.extract_actor(stage.clip, stage.scan, t, stage.work / f"t{t}.npz") for t in (0, 1)}
     cfg = ModelConfig(**TINY)  # type: ignore[arg-type]
     bank = FaceBank(cfg)
     bank.add_identity("t0")
@@ -163,7 +163,7 @@ def test_choosing_track_1_instead_of_0_changes_the_other_face(
 
 
 def test_extract_actor_keeps_aligned_crops_and_points(stage: SimpleNamespace) -> None:
-    path = pipeline.extract_actor(stage.clip, stage.scan.track(0), stage.work / "actor.npz")
+    path = pipeline.extract_actor(stage.clip, stage.scan, 0, stage.work / "actor.npz")
     crops, points, masks = pipeline.load_faces(path)
     n = len(stage.scan.track(0).faces)
     assert crops.shape == (n, pipeline.CROP_SIZE, pipeline.CROP_SIZE, 3) and crops.dtype == np.uint8

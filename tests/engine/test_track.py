@@ -76,6 +76,23 @@ def test_a_moderate_change_is_a_cut_when_the_frames_around_are_calm() -> None:
     busy = [0.0] + [0.15, 0.1] * 10 + [0.38] + [0.12, 0.2] * 10  # a handheld shot: 0.38 is not unusual here
     assert detect_cuts(busy) == frozenset()
     assert detect_cuts([0.0, 0.6, 0.55, 0.7]) == frozenset({1, 2, 3}), "a big change is a cut whatever its neighbours"
+    # A board over a third of the frame changes the histogram as much, but not all over the picture.
+    assert detect_cuts(calm, spreads=[0.0] * 20 + [0.22] + [0.0] * 20) == frozenset()
+    assert detect_cuts(calm, spreads=[0.0] * 20 + [0.89] + [0.0] * 20) == frozenset({20})
+
+
+def test_cells_changed_says_where_the_picture_changed() -> None:
+    from swap_engine.track import cell_signatures, cells_changed
+
+    frame = np.zeros((90, 160, 3), np.uint8)
+    frame[..., 0] = np.linspace(120, 250, 160, dtype=np.uint8)[None, :]  # reds, darker to the left
+    frame[..., 1] = 30
+    board = frame.copy()
+    board[30:60, 55:105] = (40, 40, 200)  # the middle cell covered by something blue
+    other = frame[..., [1, 0, 2]]  # the same picture in greens: every cell changed
+    assert cells_changed(cell_signatures(frame), cell_signatures(frame)) == 0.0
+    assert cells_changed(cell_signatures(frame), cell_signatures(board)) <= 2 / 9
+    assert cells_changed(cell_signatures(frame), cell_signatures(other)) == 1.0
 
 
 def test_a_face_that_jumps_with_a_small_change_is_a_cut() -> None:
