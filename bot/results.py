@@ -180,7 +180,10 @@ def _private_sender(bot: FamswapBot, channel: discord.PartialMessageable, job: J
 def _names(job: Job) -> tuple[str, str]:
     """Who the job is about and the clip's name as the user sent it, for messages."""
     spec = job.payload
-    name = spec.identity_name if isinstance(spec, PrepareJob | SwapJob | RefitJob) else ""
+    if isinstance(spec, SwapJob):
+        name = " and ".join(c.identity_name for c in spec.cast() if c.identity_name)
+    else:
+        name = spec.identity_name if isinstance(spec, PrepareJob | RefitJob) else ""
     clip = spec.clip_name if isinstance(spec, SwapJob | RefitJob) else "clip.mp4"
     return name or "them", clip
 
@@ -280,10 +283,11 @@ async def _post_choice(bot: FamswapBot, deliver: Deliver, job: Job, result: Resu
     from bot.views.pick_face import pick_face_view
 
     faces = int(result.report.get("faces") or 0) or len(result.report.get("tracks") or [])
-    name, _ = _names(job)
+    name = str(result.report.get("choose_for") or _names(job)[0])  # with several people: the one asked about
+    taken = [int(f) for f in result.report.get("taken") or []]
     text = (
         f"<@{job.owner_id}> this clip has {faces} faces. Which one should become **{name}**? "
-        "The numbers match the picture."
+        "The numbers match the picture." + (f" (Face {', '.join(map(str, taken))} already chosen.)" if taken else "")
     )
     files = [await _file(bot, result.comparison, "faces")] if result.comparison is not None else []
     return (await deliver(text, files, pick_face_view(job.id, faces))).id

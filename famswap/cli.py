@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from common.config import Settings
@@ -24,6 +25,39 @@ def _device_arg(value: str) -> str:
     if value not in ("auto", "cpu", "cuda") and not (value.startswith("cuda:") and value[5:].isdigit()):
         raise argparse.ArgumentTypeError(f"{value!r} is not a device: use auto, cpu, cuda or cuda:N")
     return value
+
+
+@dataclass
+class PersonArg:
+    """One person of `famswap swap`: an enrolled name or the files to enroll, and the face of the clip (from 1)."""
+
+    identity: str | None = None
+    identity_from: list[Path] | None = None
+    face: int | None = None
+
+
+class _AddPerson(argparse.Action):
+    """--identity NAME / --identity-from PATH...: a new person, in the order given (``const`` says which)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:  # fmt: skip
+        cast = list(getattr(namespace, self.dest) or [])
+        cast.append(PersonArg(identity=str(values)) if self.const == "name" else PersonArg(identity_from=list(values)))  # type: ignore[call-overload]
+        setattr(namespace, self.dest, cast)
+
+
+class _SetFace(argparse.Action):
+    """--face N: the face of the person named just before."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:  # fmt: skip
+        cast = list(getattr(namespace, self.dest) or [])
+        if not cast or cast[-1].face is not None:
+            parser.error(f"--face {values} must follow the --identity or --identity-from it is for")
+        if not isinstance(values, int) or values < 1:
+            parser.error(f"--face {values}: faces are numbered from 1, as on `famswap tracks`'s contact sheet")
+        cast[-1] = replace(cast[-1], face=values)
+        setattr(namespace, self.dest, cast)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,24 +86,33 @@ def build_parser() -> argparse.ArgumentParser:
                         help="add the new faces to an enrolled person even if they do not look like them")
     enroll.set_defaults(handler=_cmd_enroll)
 
-    swap = sub.add_parser("swap", help="put an enrolled person (or one given by photos/video) into a clip")
-    swap.add_argument("clip", type=Path, help="the movie clip whose actor's face is replaced")
-    who = swap.add_mutually_exclusive_group(required=True)
-    who.add_argument("--identity", help="name of a person enrolled with `famswap enroll`")
-    who.add_argument("--identity-from", nargs="+", type=Path, metavar="PATH", help="photos, folders or videos")
+    swap = sub.add_parser(
+        "swap", help="put enrolled people (or people given by photos/video) into a clip",
+        epilog="Several people at once: --identity A --face 1 --identity B --face 2. Each --face belongs to the "
+               "--identity or --identity-from just before it; a person without --face takes the clip's main face "
+               "nobody else took (faces are numbered from 1 by screen time x size, as on `famswap tracks`'s sheet).",
+    )  # fmt: skip
+    swap.add_argument("clip", type=Path, help="the movie clip whose actors' faces are replaced")
+    swap.add_argument("--identity", action=_AddPerson, dest="cast", const="name", metavar="NAME",
+                      help="name of a person enrolled with `famswap enroll` (repeat for several people)")
+    swap.add_argument("--identity-from", nargs="+", type=Path, action=_AddPerson, dest="cast", const="from",
+                      metavar="PATH", help="photos, folders or videos of a person (repeat for several people)")
+    swap.add_argument("--face", type=int, action=_SetFace, dest="cast", metavar="N",
+                      help="which face of the clip the person named just before replaces (see `famswap tracks`)")
     swap.add_argument("--out", type=Path, required=True, help="where to write the finished MP4")
     swap.add_argument("--train-minutes", type=float, default=None, help="training budget (default: by device)")
     swap.add_argument("--train-steps", type=int, default=None,
                       help="train exactly this many steps instead of for a time (for comparisons that a busy CPU "
                            "must not skew)")  # fmt: skip
-    swap.add_argument("--track", type=int, default=None, help="which face of the clip to replace (see `tracks`)")
+    swap.add_argument("--track", type=int, default=None,
+                      help="older spelling of --face, counting from 0: --track N is --face N+1 (one person only)")
     swap.add_argument("--device", type=_device_arg, default=None, help="auto, cpu, cuda or cuda:N")
     swap.add_argument("--model", choices=("lite", "original", "hires"), default=None, help="model (default by device)")
     swap.add_argument("--max-mb", type=float, default=None, help="size limit of the output (default 10 MB)")
     swap.add_argument("--seed", type=int, default=None, help="seed for repeatable training")
     swap.set_defaults(handler=_cmd_swap)
 
-    tracks = sub.add_parser("tracks", help="list the faces of a clip and write a numbered contact sheet")
+    tracks = sub.add_parser("tracks", help="list the people of a clip and write a contact sheet numbering their faces")
     tracks.add_argument("clip", type=Path)
     tracks.add_argument("--out", type=Path, default=None, help="contact sheet image (default: CLIP.tracks.jpg)")
     tracks.set_defaults(handler=_cmd_tracks)
@@ -153,7 +196,17 @@ def _cmd_enroll(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_swap(settings: Settings, args: argparse.Namespace) -> int:
     from famswap.local import swap
 
-    return swap(settings, args)
+    cast: list[PersonArg] = args.cast or []
+    if not cast:
+        print("famswap swap: say who goes in: --identity NAME or --identity-from PATH...", file=sys.stderr)
+        return EXIT_USAGE
+    if args.track is not None:
+        if len(cast) > 1 or cast[0].face is not None:
+            print("famswap swap: --track is for one person without --face; use --face N (from 1) for each person",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        cast = [replace(cast[0], face=args.track + 1)]
+    return swap(settings, args, cast)
 
 
 def _cmd_tracks(settings: Settings, args: argparse.Namespace) -> int:

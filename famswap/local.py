@@ -10,12 +10,15 @@ import sys
 import time
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from common.config import Settings
 from common.errors import NoFaceFound, NotFound, UnsupportedMedia
 from famswap.progress import StageBar, format_duration
 from storage.api import LOCAL_GUILD, LOCAL_USER
+
+if TYPE_CHECKING:
+    from famswap.cli import PersonArg
 
 log = logging.getLogger("famswap")
 T = TypeVar("T")
@@ -100,9 +103,9 @@ def _enroll_from(settings: Settings, paths: list[Path], bars: _Bars) -> str:
     return name
 
 
-def swap(settings: Settings, args: argparse.Namespace) -> int:
-    """`famswap swap`: enroll (or use an enrolled person) → a swap job run here by the worker's own code, with a
-    bar per stage; writes OUT, OUT.compare.gif and OUT.json."""
+def swap(settings: Settings, args: argparse.Namespace, cast: list[PersonArg]) -> int:
+    """`famswap swap`: enroll (or use enrolled people) → a swap job run here by the worker's own code, with a bar per
+    stage; writes OUT, OUT.compare.gif and OUT.json. ``cast``: who goes in, each with their face (from 1) or None."""
     from storage import SwapJob
     from swap_engine import pipeline
     from swap_engine.video import probe
@@ -121,18 +124,23 @@ def swap(settings: Settings, args: argparse.Namespace) -> int:
     _say(f"famswap     {clip.name}: {info.width}x{info.height}, {info.duration:.1f} s; model {model} on {device}, "
          f"training {budget}")
     bars = _Bars()
-    name = _enroll_from(settings, list(args.identity_from), bars) if args.identity_from else args.identity
+    people = [(c.identity or _enroll_from(settings, list(c.identity_from or []), bars),
+               None if c.face is None else c.face - 1) for c in cast]  # fmt: skip
     max_mb = args.max_mb if args.max_mb is not None else settings.output_max_mb
-    spec = SwapJob(clip_name=clip.name, track=args.track, ask=False, max_bytes=int(max_mb * 1024 * 1024),
+    spec = SwapJob(clip_name=clip.name, ask=False, max_bytes=int(max_mb * 1024 * 1024),
                    model=model, train_seconds=minutes * 60.0, train_steps=steps, seed=args.seed or 0,
-                   title=f"{name} → {clip.name}")
+                   title=f"{' and '.join(name for name, _ in people)} → {clip.name}")  # fmt: skip
     try:
-        outcome = _run(swap_local(settings, clip, name, spec, args.out, device=device, on_progress=bars))
+        outcome = _run(swap_local(settings, clip, people, spec, args.out, device=device, on_progress=bars))
     finally:
         bars.close()
     report = outcome.report
-    if args.track is None and int(report.get("tracks") or 1) > 1:
-        _say(f"scan        swapped track 0, the main face; `famswap tracks {clip}` shows the others")
+    for person in report.get("people") or []:
+        _say(f"person      face {person['face']} as {person['identity']}: swapped in {person['swapped']} of "
+             f"{report.get('frames')} frames (seen in {person['frames']})")
+    if any(c.face is None for c in cast) and int(report.get("faces") or 1) > len(cast):
+        _say(f"scan        the clip shows {report.get('faces')} people; `famswap tracks {clip}` numbers them for "
+             "--face")
     for note in report.get("notes") or []:
         _say(f"note        {note}")
     _say(
@@ -144,7 +152,8 @@ def swap(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def tracks(settings: Settings, clip: Path, out: Path | None) -> int:
-    """`famswap tracks`: list the clip's face tracks and write a numbered contact sheet."""
+    """`famswap tracks`: list the clip's people (numbered from 1, as `famswap swap --face` and the contact sheet
+    count them) with their shots, and write the contact sheet."""
     from swap_engine import pipeline
 
     _check_input(clip)
@@ -152,8 +161,16 @@ def tracks(settings: Settings, clip: Path, out: Path | None) -> int:
         scan = pipeline.scan_video(clip, _landmarker(settings), max_frames=settings.max_clip_frames,
                                    on_progress=lambda d, t, m: bar.update(d, t))
     sheet = pipeline.write_contact_sheet(clip, scan, out or clip.with_name(clip.stem + ".tracks.jpg"))
-    for t in scan.tracks:
-        print(f"track {t.index}: frames {t.first}-{t.last} ({len(t.faces)} seen), face about {t.faces[t.best_frame()].size:.0f} px")
+    cuts = ", ".join(str(c) for c in sorted(scan.cuts)) or "none"
+    print(f"{scan.frame_count} frames; cuts before frame {cuts}")
+    for p in scan.people:
+        shots = ", ".join(f"{t.first}-{t.last}" for t in p.tracks)
+        main = " (the main person: swapped when no --face is given)" if p.index == 0 else ""
+        print(f"face {p.number}: {len(p.tracks)} shot(s), frames {shots} ({len(p.faces)} seen), face up to "
+              f"{p.best_size():.0f} px{main}")
+    hidden = len(scan.tracks) - sum(len(p.tracks) for p in scan.people)
+    if hidden:
+        print(f"({hidden} more face track(s) too small to swap)")
     print(f"contact sheet: {sheet}")
     return 0
 

@@ -15,6 +15,7 @@ from storage.api import (
     open_storage,
 )
 from storage.jobs import (
+    Casting,
     JobSpec,
     JobSpecError,
     PrepareJob,
@@ -66,6 +67,7 @@ __all__ = [
     "IdentityStatus",
     "Job",
     "JobKind",
+    "Casting",
     "JobSpec",
     "JobSpecError",
     "PrepareJob",

@@ -8,7 +8,7 @@ import json
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -61,15 +61,33 @@ class TrainJob(JobSpec):
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class Casting:
+    """One identity of a swap and the face of the clip it replaces (0-based person: "Face N" is N - 1; None: the
+    main one not taken by another, or ask)."""
+
+    identity_id: int | None
+    identity_name: str
+    face: int | None
+
+
 @dataclass(frozen=True, kw_only=True)
 class SwapJob(JobSpec):
-    """Put the job's one identity into the clip (the job's input) in place of face ``track``."""
+    """Put the job's identity into the clip (the job's input) in place of face ``track``, and each of the
+    ``also_*`` identities in place of its face, in one pass."""
 
     kind: ClassVar[JobKind] = JobKind.SWAP
     identity_id: int | None = None
     identity_name: str = ""
     clip_name: str = "clip.mp4"  # as the user sent it: messages name the clip so
-    track: int | None = None  # 0-based (the bot's "Face N" is track N - 1); None: the main face, or ask
+    # The person of the clip to replace, 0-based as on the contact sheet (the bot's "Face N" is N - 1); None: the main
+    # person, or ask. Payloads stored before people were grouped meant a track: tracks and people are numbered
+    # alike (by screen time × size), so a choice made then still names the same face unless the clip has cuts.
+    track: int | None = None
+    # Further people, in the order asked: identity, name and face (0-based, or None) at the same position.
+    also_identity_ids: list[int] = field(default_factory=list)
+    also_identity_names: list[str] = field(default_factory=list)
+    also_faces: list[int | None] = field(default_factory=list)
     ask: bool = True  # with track None and several competing faces, ask which (the bot) rather than take the main one
     quality: str | None = None  # preview / best; None: FAMSWAP_QUALITY
     max_bytes: int | None = None  # size limit of the video; None: FAMSWAP_OUTPUT_MAX_MB
@@ -77,6 +95,23 @@ class SwapJob(JobSpec):
     train_seconds: float | None = None
     train_steps: int | None = None  # exactly this many steps instead of a time budget
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not len(self.also_identity_ids) == len(self.also_identity_names) == len(self.also_faces):
+            raise JobSpecError("a swap job's also_identity_ids, also_identity_names and also_faces differ in length")
+
+    def cast(self) -> list[Casting]:
+        """Every identity of the swap with its face, the first one first."""
+        also = zip(self.also_identity_ids, self.also_identity_names, self.also_faces, strict=True)
+        return [Casting(self.identity_id, self.identity_name, self.track)] + [Casting(*c) for c in also]
+
+    def with_face(self, position: int, face: int) -> SwapJob:
+        """The same swap with identity ``position`` (0: the first) replacing ``face`` (0-based)."""
+        if position == 0:
+            return replace(self, track=face)
+        faces = list(self.also_faces)
+        faces[position - 1] = face
+        return replace(self, also_faces=faces)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,6 +132,9 @@ SPECS: dict[JobKind, type[JobSpec]] = {spec.kind: spec for spec in (PrepareJob, 
 def _accepts(hint: Any, value: Any) -> bool:
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         return any(_accepts(h, value) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_accepts(item, v) for v in value)
     if hint is type(None):
         return value is None
     if hint is float:
@@ -116,7 +154,9 @@ def job_from_dict(kind: JobKind | str, data: Mapping[str, Any]) -> JobSpec:
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise JobSpecError(f"a {spec.kind.value} job has no field(s) {', '.join(unknown)}")
-    missing = sorted(n for n, f in known.items() if n not in data and f.default is MISSING)
+    missing = sorted(
+        n for n, f in known.items() if n not in data and f.default is MISSING and f.default_factory is MISSING
+    )
     if missing:
         raise JobSpecError(f"a {spec.kind.value} job needs the field(s) {', '.join(missing)}")
     hints = typing.get_type_hints(spec)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from common.config import Settings
@@ -27,13 +28,25 @@ def _cut(src: Path, dst: Path, frames: int, size: tuple[int, int] | None) -> Pat
     return dst
 
 
+def _side_by_side(left: Path, right: Path, dst: Path, frames: int) -> Path:
+    """A two-person clip: ``left`` and ``right`` at 160 px side by side, ``frames`` frames, no sound."""
+    fps = video.probe(left).fps
+    with video.VideoWriter(dst, 320, 160, fps) as writer:
+        pairs = zip(video.read_frames(left, max_frames=frames, size=(160, 160)),
+                    video.read_frames(right, max_frames=frames, size=(160, 160)), strict=True)  # fmt: skip
+        for a, b in pairs:
+            writer.write(np.concatenate([a, b], axis=1))
+    return dst
+
+
 @pytest.fixture(scope="module")
-def media(clips: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def media(clips: Path, photos: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("cli-media")
     return {
         "clip": _cut(clips / "selfie_woman_short.mp4", folder / "clip.mp4", FRAMES, (160, 160)),
         "person": _cut(clips / "selfie_man.mp4", folder / "person.mp4", FRAMES, (160, 160)),
         "stage": _cut(clips / "stage_multi_face.mp4", folder / "stage.mp4", 24, None),
+        "two": _side_by_side(clips / "selfie_man.mp4", clips / "selfie_woman_short.mp4", folder / "two.mp4", 12),
     }
 
 
@@ -152,12 +165,46 @@ def test_swap_refuses_a_person_without_a_face(
     assert not out.exists() and not list(tmp_path.glob("OUT*"))
 
 
-def test_tracks_lists_faces_and_writes_a_contact_sheet(
+def test_tracks_lists_people_and_writes_a_contact_sheet(
     media: dict[str, Path], env: dict[str, str], tmp_path: Path
 ) -> None:
     sheet = tmp_path / "sheet.jpg"
     run = famswap(["tracks", str(media["stage"]), "--out", str(sheet)], env, tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
-    tracks = [line for line in run.stdout.splitlines() if line.startswith("track ")]
-    assert len(tracks) >= 2 and tracks[0].startswith("track 0:")
+    people = [line for line in run.stdout.splitlines() if line.startswith("face ")]
+    assert len(people) == 2 and people[0].startswith("face 1:") and "main person" in people[0], run.stdout
     assert sheet.is_file() and sheet.read_bytes()[:2] == b"\xff\xd8"
+
+
+def test_two_people_onto_a_two_person_clip(
+    media: dict[str, Path], env: dict[str, str], photos: Path, tmp_path: Path
+) -> None:
+    """Each --face belongs to the person named just before it; both faces of the clip are swapped in one job."""
+    out = tmp_path / "two-swapped.mp4"
+    run = famswap(
+        ["swap", str(media["two"]), "--identity-from", str(photos / "obama.jpg"), "--face", "2",
+         "--identity-from", str(photos / "biden.jpg"), "--face", "1", "--train-steps", "2", "--out", str(out),
+         "--device", "cpu", "--model", "lite"],
+        env, tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(out.with_name("two-swapped.json").read_text())
+    assert report["faces"] == 2 and report["frames"] == 12
+    [first, second] = report["people"]
+    assert (first["face"], second["face"]) == (2, 1) and first["identity"] != second["identity"]
+    assert first["swapped"] >= 10 and second["swapped"] >= 10 and report["swapped"] >= 10
+    assert sum(line.startswith("person") for line in run.stderr.splitlines()) == 2
+    # Both halves of the picture changed around their face, not only one.
+    source = list(video.read_frames(media["two"]))
+    result = list(video.read_frames(out))
+    for half in (slice(0, 160), slice(160, 320)):
+        diff = np.abs(result[6][30:130, half].astype(np.int16) - source[6][30:130, half].astype(np.int16))
+        assert diff.mean() > 4, f"the face in columns {half} was not swapped"
+
+
+def test_swap_refuses_a_face_before_its_person(env: dict[str, str], tmp_path: Path) -> None:
+    run = famswap(["swap", "clip.mp4", "--face", "1", "--identity", "me", "--out", "o.mp4"], env, tmp_path)
+    assert run.returncode == 2 and "--face 1 must follow the --identity" in run.stderr
+    run = famswap(["swap", "clip.mp4", "--identity", "a", "--identity", "b", "--track", "0", "--out", "o.mp4"],
+                  env, tmp_path)  # fmt: skip
+    assert run.returncode == 2 and "--track is for one person" in run.stderr

@@ -72,17 +72,25 @@ class SwapOutcome:
     report: dict[str, Any]
 
 
-async def swap_local(settings: Settings, clip: Path, identity: str, spec: SwapJob, out: Path, *,
-                     device: str | None = None, on_progress: ProgressHook | None = None) -> SwapOutcome:
-    """Swap the enrolled ``identity`` into ``clip`` as a swap job run here; writes ``out`` (the video),
-    ``OUT.compare.gif`` and ``OUT.json`` (the report, as the bot's worker stores it). The result is not kept in
-    storage: the files written are the only copy."""
+async def swap_local(settings: Settings, clip: Path, people: list[tuple[str, int | None]], spec: SwapJob, out: Path,
+                     *, device: str | None = None, on_progress: ProgressHook | None = None) -> SwapOutcome:
+    """Swap the enrolled ``people`` (name, face of the clip 0-based or None) into ``clip`` as one swap job run here;
+    writes ``out`` (the video), ``OUT.compare.gif`` and ``OUT.json`` (the report, as the bot's worker stores it). The
+    result is not kept in storage: the files written are the only copy."""
     async with open_storage(settings) as store:
-        person = await store.find_identity(LOCAL_GUILD, LOCAL_USER, identity)
-        if person.faceset is None:
-            raise NoFaceFound(f"{person.display_name} has no faces yet.", hint="Run `famswap enroll` first.")
-        spec = dataclasses.replace(spec, identity_id=person.id, identity_name=person.display_name)
-        job = await store.enqueue(LOCAL_GUILD, LOCAL_USER, spec, identity_ids=[person.id], input=clip,
+        found = []
+        for name, _ in people:
+            person = await store.find_identity(LOCAL_GUILD, LOCAL_USER, name)
+            if person.faceset is None:
+                raise NoFaceFound(f"{person.display_name} has no faces yet.", hint="Run `famswap enroll` first.")
+            found.append(person)
+        (first, *others), faces = found, [face for _, face in people]
+        spec = dataclasses.replace(
+            spec, identity_id=first.id, identity_name=first.display_name, track=faces[0],
+            also_identity_ids=[p.id for p in others], also_identity_names=[p.display_name for p in others],
+            also_faces=faces[1:],
+        )  # fmt: skip
+        job = await store.enqueue(LOCAL_GUILD, LOCAL_USER, spec, identity_ids=[p.id for p in found], input=clip,
                                   enforce_quota=False, max_attempts=1)
         worker = Worker(local_limits(settings), device, worker_id=f"cli-{os.getpid()}", on_progress=on_progress)
         done = await _run_here(store, worker, job.id)

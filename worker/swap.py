@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from common.errors import FamswapError, NoFaceFound
@@ -25,7 +25,7 @@ from worker.train import train
 
 log = logging.getLogger("famswap.worker")
 
-# Several faces compete when the second track has at least this share of the main one's screen time × size.
+# Several faces compete when the second person has at least this share of the main one's screen time × size.
 COMPETING_TRACK_SHARE = 0.5
 
 
@@ -59,13 +59,47 @@ def run_swap(ctx: JobContext) -> Outcome:
         raise
 
 
+def assign_faces(scores: list[float], asked: list[int | None], *, ask: bool) -> tuple[list[int], int | None]:
+    """Which person of the clip (index into people ranked by ``scores``, screen time × size, best first) each
+    identity of a swap replaces, from the faces ``asked`` (0-based, None: not chosen). An identity without a face
+    takes the best-ranked person nobody else has, unless ``ask`` and that is a guess: several identities to place
+    among several people, or one whose runner-up competes (``COMPETING_TRACK_SHARE``). Returns the faces, or the
+    position of the first identity to ask about (then the faces are incomplete)."""
+    from common.errors import NotAllowed
+
+    people = len(scores)
+    for face in asked:
+        if face is not None and not 0 <= face < people:
+            raise NoFaceFound(f"The clip shows {people} person(s) large enough to swap; there is no face {face + 1}.",
+                              hint="Pick a number from the clip's contact sheet.")
+    chosen = [f for f in asked if f is not None]
+    if len(chosen) != len(set(chosen)):
+        raise NotAllowed("The same face of the clip was chosen for two people.", hint="Give each person their own face.")
+    free = [i for i in range(people) if i not in chosen]
+    if sum(f is None for f in asked) > len(free):
+        raise NoFaceFound(f"The clip shows {people} person(s) large enough to swap, fewer than the {len(asked)} asked for.",
+                          hint="Swap fewer people, or choose a clip where each of them has a face to take.")
+    faces: list[int] = []
+    for position, face in enumerate(asked):
+        if face is None:
+            unplaced = sum(f is None for f in asked[position:])
+            competing = len(free) > 1 and scores[free[1]] >= COMPETING_TRACK_SHARE * scores[free[0]]
+            if ask and len(free) > 1 and (unplaced > 1 or competing):
+                return faces, position
+            face = free.pop(0)
+        faces.append(face)
+    return faces, None
+
+
 def _run_swap(ctx: JobContext, stored: str) -> Outcome:
-    from swap_engine.convert import ConvertOptions, convert_clip
+    from swap_engine.convert import ConvertOptions, SwapTarget, convert_clip
     from swap_engine.model import load_bank
 
     job, spec = ctx.job, ctx.spec(SwapJob)
-    (identity_id,) = job.identity_ids
-    identity: Identity = ctx.call(ctx.store.get_identity(job.guild_id, identity_id))
+    cast = spec.cast()
+    if cast[0].identity_id is None:  # payloads typed by migration 0003 name the identity on the job row only
+        cast[0] = replace(cast[0], identity_id=job.identity_ids[0])
+    identities: list[Identity] = [ctx.call(ctx.store.get_identity(job.guild_id, c.identity_id)) for c in cast]
     if job.input is None:
         raise NoFaceFound("This swap has no clip attached.", hint="Send the clip again with /swap.")
     state = restore_state(ctx)
@@ -90,46 +124,53 @@ def _run_swap(ctx: JobContext, stored: str) -> Outcome:
         state["stage"] = "scan"
         ctx.save_state(state, pack_state(ctx, ["scan.npz"]))
     scan = pipeline.load_scan(scan_path)
+    if not scan.people:
+        raise NoFaceFound(f"No face in {stored} is large enough to swap.",
+                          hint="Try a clip where the face is closer to the camera.")
 
-    track = spec.track
-    if track is None:
-        if spec.ask and len(scan.tracks) > 1 and scan.tracks[1].score >= COMPETING_TRACK_SHARE * scan.tracks[0].score:
-            # Numbered from 1, like the bot's "Face N" buttons and /swap face:N.
-            sheet = pipeline.write_contact_sheet(clip, scan, ctx.folder / "tracks.jpg", first_number=1)
-            # The bot's protocol: the clip is kept as the video (the job's input is released when it ends), so the
-            # follow-up swap with the chosen face can be queued from it; only until the question expires (the bot
-            # deletes it as soon as a face is chosen).
-            return Outcome(video=clip, comparison=sheet, expires_in=ctx.store.limits.choice_seconds, report={
-                "kind": "swap", "needs_choice": True, "tracks": len(scan.tracks), "faces": len(scan.tracks),
-                "message": f"I found {len(scan.tracks)} faces in this clip. Which one should become "
-                           f"{identity.display_name}? Pick a number.",
-            })  # fmt: skip
-        track = 0
-    chosen = scan.track(int(track))
+    faces, question = assign_faces([p.score for p in scan.people], [c.face for c in cast], ask=spec.ask)
+    if question is not None:
+        who = identities[question].display_name
+        # Numbered from 1, like the bot's "Face N" buttons and /swap face:N.
+        sheet = pipeline.write_contact_sheet(clip, scan, ctx.folder / "people.jpg", first_number=1)
+        # The bot's protocol: the clip is kept as the video (the job's input is released when it ends), so the
+        # follow-up swap with the chosen face can be queued from it; only until the question expires (the bot
+        # deletes it as soon as a face is chosen).
+        return Outcome(video=clip, comparison=sheet, expires_in=ctx.store.limits.choice_seconds, report={
+            "kind": "swap", "needs_choice": True, "tracks": len(scan.tracks), "faces": len(scan.people),
+            "choose_for": who, "taken": [f + 1 for f in faces],
+            "message": f"I found {len(scan.people)} people in this clip. Which one should become {who}? "
+                       "Pick a number.",
+        })  # fmt: skip
 
-    actor_path = ctx.folder / f"actor-t{track}.npz"
-    if not actor_path.is_file():
-        ctx.progress("actor", 0.2, f"collecting the actor's face ({len(chosen.faces)} frames)")
-        from swap_engine.assets import hair_segmenter_path
+    from swap_engine.assets import hair_segmenter_path
 
-        pipeline.extract_actor(clip, scan, int(track), actor_path,
-                               hair_model=hair_segmenter_path(ctx.settings.models_path))
+    hair = hair_segmenter_path(ctx.settings.models_path)
+    training: dict[str, Path] = {}
+    for identity in identities:
+        training.setdefault(identity.engine_id, identity_faces(ctx, identity))
+    for position, face in enumerate(faces):
+        actor_path = ctx.folder / f"actor-p{face}.npz"
+        person = scan.person(face)
+        if not actor_path.is_file():
+            ctx.progress("actor", 0.2, f"collecting face {face + 1}'s views ({len(person.faces)} frames, "
+                                       f"{len(person.tracks)} shot(s))")
+            pipeline.extract_faces(clip, person, actor_path, hair_model=hair)
+        # One actor decoder per chosen person (the first keeps the key single-person swaps always had).
+        training[f"actor-{job.id}" if position == 0 else f"actor-{job.id}-{position}"] = actor_path
 
-    person = identity.engine_id
     if not (ctx.folder / "bank.pt").is_file() or state.get("stage") != "trained":
-        person_faces = identity_faces(ctx, identity)
-        actor = f"actor-{job.id}"
-        train(ctx, {person: person_faces, actor: actor_path}, {identity.id: identity.faceset_version},
-               state, ["scan.npz"])
+        train(ctx, training, {i.id: i.faceset_version for i in identities}, state, ["scan.npz"])
     ctx.check()
     bank, _ = load_bank(ctx.folder / "bank.pt")
     out = ctx.folder / "swap.mp4"
     max_bytes = spec.max_bytes or ctx.settings.output_max_bytes
-    from swap_engine.assets import hair_segmenter_path
-
-    opts = ConvertOptions(identity=person, track=int(track), device=ctx.device, max_bytes=max_bytes,
-                          hair_model=hair_segmenter_path(ctx.settings.models_path),
-                          pose_range=pipeline.pose_range(identity_faces(ctx, identity)))
+    targets = tuple(
+        SwapTarget(person=face, identity=identity.engine_id,
+                   pose_range=pipeline.pose_range(training[identity.engine_id]))
+        for face, identity in zip(faces, identities, strict=True)
+    )  # fmt: skip
+    opts = ConvertOptions(targets=targets, device=ctx.device, max_bytes=max_bytes, hair_model=hair)
     report = convert_clip(
         clip, bank, scan, out, opts,
         on_progress=lambda d, t: ctx.progress("convert", d / max(t, 1), f"swapping frame {d} of {t}")
@@ -140,7 +181,9 @@ def _run_swap(ctx: JobContext, stored: str) -> Outcome:
     if comparison is not None and comparison.suffix.lower() == ".gif":
         mark_gif_synthetic(comparison)
     data = asdict(report)
-    data.update({"kind": "swap", "identity": identity.display_name, "track": int(track), "tracks": len(scan.tracks),
-                 "model": bank.cfg.name, "clip_seconds": info.duration, "train_step": state.get("train_step")})
+    for entry, identity in zip(data["people"], identities, strict=True):
+        entry["identity"] = identity.display_name  # the engine's decoder key means nothing to a user
+    data.update({"kind": "swap", "identity": " and ".join(i.display_name for i in identities), "track": faces[0],
+                 "tracks": len(scan.tracks), "faces": len(scan.people), "model": bank.cfg.name,
+                 "clip_seconds": info.duration, "train_step": state.get("train_step")})
     return Outcome(video=out, comparison=comparison, report=data)
-

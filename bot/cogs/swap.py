@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING, Literal
 
 import discord
@@ -53,8 +54,10 @@ class Swap(commands.Cog):
         identity: UsableIdentity,
         face: app_commands.Range[int, 1, 25] | None = None,
         quality: Literal["preview", "best"] | None = None,
+        identity2: UsableIdentity | None = None,
+        face2: app_commands.Range[int, 1, 25] | None = None,
     ) -> None:
-        """Put an enrolled person into a video clip.
+        """Put an enrolled person (or two) into a video clip.
 
         Parameters
         ----------
@@ -66,10 +69,19 @@ class Swap(commands.Cog):
             Which face of the clip to replace, when it has several (numbered on the contact sheet)
         quality
             preview is quick; best trains longer
+        identity2
+            A second person to put in the same clip, in place of another face
+        face2
+            Which face the second person replaces (numbered on the contact sheet)
         """
+        if face2 is not None and identity2 is None:
+            raise NotAllowed("face2 is the second person's face.", hint="Pick identity2 too, or leave face2 out.")
+        if face is not None and face == face2:
+            raise NotAllowed(f"Face {face} can't become two people.", hint="Give each person their own face.")
         await interaction.response.defer(ephemeral=True, thinking=True)
         media = await self._download_clip(clip)
-        await self.start_swap(interaction, media.data, media.filename, identity, face=face, quality=quality)
+        also = [(identity2, None if face2 is None else face2 - 1)] if identity2 is not None else []
+        await self.start_swap(interaction, media.data, media.filename, identity, face=face, quality=quality, also=also)
 
     @app_commands.guild_only()
     @checks.allowed_here()
@@ -111,29 +123,42 @@ class Swap(commands.Cog):
         face: int | None = None,
         quality: str | None = None,
         request_message_id: int | None = None,
+        also: list[tuple[Identity, int | None]] | None = None,
     ) -> Job:
-        """Queue a swap job for a checked clip, post its status message and tell the user where to look."""
-        if identity.faceset is None:  # a face set being rebuilt with more photos is fine: the old one is used
-            state = "still being built" if identity.status is IdentityStatus.PREPARING else "not usable yet"
-            raise NotAllowed(
-                f"**{identity.display_name}**'s face set is {state}.",
-                hint="Wait for the enrollment message, or add clearer photos with /enroll.",
-            )
+        """Queue a swap job for a checked clip, post its status message and tell the user where to look. ``also``:
+        more people for the same clip, each with their face (0-based) or None."""
+        others = also or []
+        for person in [identity] + [i for i, _ in others]:
+            if person.faceset is None:  # a face set being rebuilt with more photos is fine: the old one is used
+                state = "still being built" if person.status is IdentityStatus.PREPARING else "not usable yet"
+                raise NotAllowed(
+                    f"**{person.display_name}**'s face set is {state}.",
+                    hint="Wait for the enrollment message, or add clearer photos with /enroll.",
+                )
         assert interaction.guild_id is not None
         settings = self.bot.settings
+        names = " and ".join([identity.display_name] + [i.display_name for i, _ in others])
         spec = SwapJob(
             identity_id=identity.id,
             identity_name=identity.display_name,
             clip_name=clip_name,
             track=None if face is None else face - 1,  # "Face N" on the contact sheet counts from 1
+            also_identity_ids=[i.id for i, _ in others],
+            also_identity_names=[i.display_name for i, _ in others],
+            also_faces=[f for _, f in others],
             quality=quality or settings.quality,
             # The worker fits the video to this: the guild's upload limit, or the host's smaller cap.
             max_bytes=min(filesize_limit(self.bot, interaction.guild_id), settings.output_max_bytes),
-            title=f"{identity.display_name} → {clip_name}",
+            title=f"{names} → {clip_name}",
         )
-        job = await self.bot.store.enqueue(
-            interaction.guild_id, interaction.user.id, spec, identity_ids=[identity.id], input=clip
-        )
+        return await self._queue(interaction, clip, spec, request_message_id)
+
+    async def _queue(
+        self, interaction: discord.Interaction[FamswapBot], clip: bytes, spec: SwapJob, request_message_id: int | None
+    ) -> Job:
+        assert interaction.guild_id is not None
+        ids = [c.identity_id for c in spec.cast() if c.identity_id is not None]
+        job = await self.bot.store.enqueue(interaction.guild_id, interaction.user.id, spec, identity_ids=ids, input=clip)
         status = await announce_job(interaction, job, request_message_id=request_message_id)
         await interaction.edit_original_response(
             content=f"Queued as job #{job.id}. I'll post progress and the result here: {status.jump_url}"
@@ -141,7 +166,8 @@ class Swap(commands.Cog):
         return job
 
     async def pick_face(self, interaction: discord.Interaction[FamswapBot], job_id: int, face: int) -> None:
-        """A "Face N" button under a contact sheet: start the same swap with that face chosen."""
+        """A "Face N" button under a contact sheet: start the same swap with that face chosen for the first person
+        still without one (the worker asks again for the next, when that is still a guess)."""
         assert interaction.guild_id is not None
         store = self.bot.store
         job = await store.get_job(job_id, guild_id=interaction.guild_id)
@@ -149,21 +175,29 @@ class Swap(commands.Cog):
             await interaction.response.send_message(f"Only <@{job.owner_id}> can choose — it's their swap.", ephemeral=True)
             return
         asked = job.payload
-        if not isinstance(asked, SwapJob) or len(job.identity_ids) != 1:
+        if not isinstance(asked, SwapJob) or not job.identity_ids:
             raise NotFound(f"Job #{job.id} is not a swap.", hint="Start a new one with /swap.")
-        identity = await store.check_can_use(interaction.guild_id, job.identity_ids[0], interaction.user.id)
+        cast = asked.cast()
+        if cast[0].identity_id is None:  # a payload from before typed jobs: the identity is on the job row
+            asked = replace(asked, identity_id=job.identity_ids[0])
+            cast = asked.cast()
+        position = next((k for k, c in enumerate(cast) if c.face is None), None)
+        if position is None:
+            raise NotFound("Every face of that swap is already chosen.", hint="Start a new one with /swap.")
+        taken = next((c.identity_name for c in cast if c.face == face - 1), None)
+        if taken is not None:
+            await interaction.response.send_message(f"Face {face} is already becoming **{taken}**: pick another one.",
+                                                    ephemeral=True)  # fmt: skip
+            return
+        for c in cast:  # a share may have been taken back since
+            assert c.identity_id is not None
+            await store.check_can_use(interaction.guild_id, c.identity_id, interaction.user.id)
         await interaction.response.defer(ephemeral=True, thinking=True)
         clip = await self._clip_of(job)
         sheet = interaction.message
-        await self.start_swap(
-            interaction,
-            clip,
-            asked.clip_name,
-            identity,
-            face=face,
-            quality=asked.quality,
-            request_message_id=sheet.id if sheet else None,
-        )
+        spec = replace(asked.with_face(position, face - 1),
+                       max_bytes=min(filesize_limit(self.bot, interaction.guild_id), self.bot.settings.output_max_bytes))
+        await self._queue(interaction, clip, spec, sheet.id if sheet else None)
         try:  # the new job holds its own copy of the clip: the question's copy goes now
             await store.discard_result(interaction.guild_id, job.id, interaction.user.id)
         except NotFound:

@@ -303,3 +303,38 @@ async def test_swap_needs_a_face_set(fake: FakeDiscord, runner: BotRunner, famil
     await fake.wait_for(lambda: ia.replies, what="the refusal")
     assert "face set is not usable yet" in ia.reply_text
     assert await store.list_jobs(family.guild.id) == []
+
+
+async def test_two_people_in_one_swap_the_picker_asks_for_the_one_without_a_face(
+    fake: FakeDiscord, runner: BotRunner, family: Family, store: Storage, worker: StandInWorker, clip: bytes
+) -> None:
+    alice = await ready_identity(store, family.guild, family.alice)
+    grandpa = await ready_identity(store, family.guild, family.alice, "Grandpa", on_behalf=True,
+                                   consent_confirmed_by=family.alice.id)  # fmt: skip
+    await start_swap(fake, family, clip, alice.id, identity2=str(grandpa.id), face2=2)
+    job = await worker.claim(JobKind.SWAP)
+    assert set(job.identity_ids) == {alice.id, grandpa.id}
+    assert [(c.identity_name, c.face) for c in job.payload.cast()] == [("alice", None), ("Grandpa", 1)]
+    assert job.payload.title == "alice and Grandpa → beach.mp4"
+    # The worker asks about alice (Grandpa has face 2).
+    await store.complete(job.id, worker.worker_id, video=clip, comparison=image_bytes("JPEG", (120, 40)),
+                         report={"needs_choice": True, "faces": 3, "choose_for": "alice", "taken": [2]})
+    sheet = await fake.wait_message(family.general, lambda m: "has 3 faces" in m.text, what="the contact sheet")
+    assert "become **alice**" in sheet.text and "Face 2 already chosen" in sheet.text
+    taken = await fake.click(sheet, user=family.alice, label="Face 2")
+    await fake.wait_for(lambda: taken.replies, what="the refusal of a face already chosen")
+    assert "already becoming **Grandpa**" in taken.reply_text and sheet.buttons
+    pick = await fake.click(sheet, user=family.alice, label="Face 3")
+    await fake.wait_for(lambda: "Queued as job" in pick.reply_text, what="the new job")
+    chosen = await worker.claim(JobKind.SWAP)
+    assert [(c.identity_id, c.face) for c in chosen.payload.cast()] == [(alice.id, 2), (grandpa.id, 1)]
+
+
+async def test_the_second_face_needs_a_second_person(
+    fake: FakeDiscord, runner: BotRunner, family: Family, store: Storage, clip: bytes
+) -> None:
+    alice = await ready_identity(store, family.guild, family.alice)
+    ia = await fake.slash("swap", user=family.alice, channel=family.general, clip=fake.upload("beach.mp4", clip),
+                          identity=str(alice.id), face2=2)  # fmt: skip
+    await fake.wait_for(lambda: ia.replies, what="the refusal")
+    assert "identity2" in ia.reply_text and await store.list_jobs(family.guild.id) == []

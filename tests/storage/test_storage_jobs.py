@@ -28,11 +28,13 @@ SPECS = [
     TrainJob(model="lite", train_seconds=1.5, seed=7),
     SwapJob(identity_id=3, identity_name="Grandma", clip_name="holiday.mp4", track=1, quality="best",
             max_bytes=8_000_000, train_steps=20),
+    SwapJob(identity_id=3, identity_name="Grandma", also_identity_ids=[5, 6], also_identity_names=["Grandpa", "Ann"],
+            also_faces=[None, 2]),
     RefitJob(refit_of=12, max_bytes=7_000_000, identity_name="Grandma", clip_name="holiday.mp4"),
 ]
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.kind.value)
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.kind.value}-{len(s.to_json())}")
 def test_every_kind_round_trips_through_json(spec: object) -> None:
     assert isinstance(spec, PrepareJob | TrainJob | SwapJob | RefitJob)
     again = job_from_json(spec.kind, spec.to_json())
@@ -98,3 +100,18 @@ async def test_migration_types_the_jobs_stored_before(tmp_path: Path, settings: 
     assert jobs["refit"].kind is JobKind.REFIT
     assert jobs["refit"].payload == RefitJob(refit_of=2, max_bytes=5_000_000, identity_id=1, identity_name="Bob",
                                              clip_name="a.mp4", title="Bob → a.mp4")
+
+
+def test_a_swap_of_several_people_pairs_each_identity_with_its_face() -> None:
+    old = job_from_dict(JobKind.SWAP, {"identity_id": 3, "identity_name": "Grandma", "track": 1})  # stored before
+    assert [(c.identity_id, c.face) for c in old.cast()] == [(3, 1)]
+    spec = SwapJob(identity_id=3, identity_name="Grandma", also_identity_ids=[5], also_identity_names=["Grandpa"],
+                   also_faces=[None])
+    assert [(c.identity_name, c.face) for c in spec.cast()] == [("Grandma", None), ("Grandpa", None)]
+    chosen = spec.with_face(1, 0).with_face(0, 2)
+    assert [(c.identity_name, c.face) for c in chosen.cast()] == [("Grandma", 2), ("Grandpa", 0)]
+    with pytest.raises(JobSpecError, match="also_faces"):
+        job_from_dict(JobKind.SWAP, {"identity_id": 3, "also_identity_ids": [5], "also_faces": ["two"],
+                                     "also_identity_names": ["Grandpa"]})
+    with pytest.raises(JobSpecError, match="length"):
+        SwapJob(identity_id=3, also_identity_ids=[5])

@@ -332,3 +332,50 @@ async def test_a_later_enrollment_keeps_the_enrolled_person_and_turns_down_the_o
         ]
         assert (await store.get_identity(GUILD, alice.id)).face_count == before + 1
     assert worker.leftovers == []
+
+
+async def test_two_people_onto_a_two_person_clip_asks_for_each_then_swaps_both(enrolled: Enrolled) -> None:
+    worker = RecordingWorker(enrolled.settings)
+    async with open_storage(enrolled.settings, synchronous="NORMAL") as store:
+        bob = await store.create_identity(GUILD, ALICE, "Bob", on_behalf=True, consent_confirmed_by=ALICE)
+        await store.add_upload(GUILD, bob.id, ALICE, enrolled.media.bob_photo, kind=UploadKind.IMAGE, filename="bob.jpg")
+        await store.enqueue(GUILD, ALICE, JobKind.PREPARE, {}, identity_ids=[bob.id])
+        await worker.drain()
+        both = {"train_seconds": 1, "clip_name": "two.mp4", "identity_id": enrolled.alice, "identity_name": "Alice",
+                "also_identity_ids": [bob.id], "also_identity_names": ["Bob"], "also_faces": [None]}
+        ask = await store.enqueue(GUILD, ALICE, JobKind.SWAP, both, identity_ids=[enrolled.alice, bob.id],
+                                  input=enrolled.media.two_faces)  # fmt: skip
+        await worker.drain()
+        asked = (await store.get_result(GUILD, ask.id, ALICE)).report
+        assert asked["needs_choice"] is True and asked["faces"] == 2 and asked["choose_for"] == "Alice"
+        # Alice's face chosen: Bob takes the only one left, no second question.
+        pick = await store.enqueue(GUILD, ALICE, JobKind.SWAP, {**both, "track": 1},
+                                   identity_ids=[enrolled.alice, bob.id], input=enrolled.media.two_faces)  # fmt: skip
+        await worker.drain()
+        done = await store.get_job(pick.id)
+        assert done.status is JobStatus.SUCCEEDED, done.error
+        report = (await store.get_result(GUILD, pick.id, ALICE)).report
+        assert report["identity"] == "Alice and Bob" and report["frames"] == 6
+        assert [(p["identity"], p["face"], p["swapped"]) for p in report["people"]] == [("Alice", 2, 6), ("Bob", 1, 6)]
+        bank = await store.get_bank(GUILD)
+        assert bank is not None and set(bank.decoders) == {enrolled.alice, bob.id}
+    assert worker.leftovers == []
+
+
+def test_assign_faces_takes_the_main_free_person_or_asks() -> None:
+    from common.errors import NoFaceFound, NotAllowed
+    from worker.swap import assign_faces
+
+    assert assign_faces([10.0, 1.0], [None], ask=True) == ([0], None), "one clear main person: no question"
+    assert assign_faces([10.0, 8.0], [None], ask=True) == ([], 0), "two competing: ask"
+    assert assign_faces([10.0, 8.0], [None], ask=False) == ([0], None), "the command line takes the main one"
+    assert assign_faces([10.0, 8.0, 1.0], [None, None], ask=True) == ([], 0)
+    assert assign_faces([10.0, 8.0], [1, None], ask=True) == ([1, 0], None), "the one left"
+    assert assign_faces([10.0, 8.0, 7.0], [1, None], ask=True) == ([1], 1)
+    assert assign_faces([10.0, 8.0, 7.0], [None, None], ask=False) == ([0, 1], None)
+    with pytest.raises(NotAllowed):
+        assign_faces([10.0, 8.0], [1, 1], ask=False)
+    with pytest.raises(NoFaceFound, match="no face 3"):
+        assign_faces([10.0, 8.0], [2], ask=False)
+    with pytest.raises(NoFaceFound, match="fewer than the 3"):
+        assign_faces([10.0, 8.0], [None, None, None], ask=False)
