@@ -37,7 +37,7 @@ import pytest
 
 from common.config import Settings
 from storage.api import Storage, open_storage
-from storage.records import Job, JobStatus
+from storage.records import Job, JobStatus, Result
 from swap_engine.ffmpeg_bin import find_ffmpeg
 from tests.bot.fake_discord import FakeChannel, FakeDiscord, FakeGuild, FakeInteraction, FakeMessage, FakeUser
 
@@ -165,6 +165,12 @@ class Scene:
             if time.monotonic() > deadline:
                 pytest.fail(self._explain(f"timed out after {timeout:.0f} s waiting for {what}; the job: {job}"))
             await asyncio.sleep(POLL_S)
+
+    async def result(self, job_id: int) -> Result:
+        """The job's stored result (its report): what `famswap run`'s worker handed to storage."""
+        job = await self.job(job_id)
+        assert self._store is not None
+        return await self._store.get_result(job.guild_id, job_id, job.owner_id)
 
     async def close_storage(self) -> None:
         await self._storage.aclose()
@@ -395,6 +401,52 @@ async def test_enroll_swap_and_restart_mid_job(scene: Scene, photos: Path, short
     assert len(results_for(scene, "party.mp4")) == 1, "posted exactly once"
     assert len(results_for(scene, "beach.mp4")) == 1, "the first result was not posted again by the new process"
     assert fake.unhandled == [], f"the bot used routes the fake does not know: {fake.unhandled}"
+    assert await scene.stop(signal.SIGTERM) == 0
+    assert "Traceback" not in scene.log.read_text(errors="replace"), "no crash logged"
+
+
+@pytest.fixture(scope="module")
+def two_person_clip(photos: Path, tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """Half a second of two_people.jpg (two faces of about the same size), 360 px wide: a two-person scene."""
+    out = tmp_path_factory.mktemp("clip") / "two.mp4"
+    subprocess.run(
+        [find_ffmpeg().ffmpeg, "-v", "error", "-y", "-loop", "1", "-i", str(photos / "two_people.jpg"), "-t", "0.4",
+         "-r", "25", "-vf", "scale=360:-2", "-an", "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+         str(out)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return out.read_bytes()
+
+
+async def test_two_people_in_one_swap(scene: Scene, photos: Path, two_person_clip: bytes, tmp_path: Path) -> None:
+    """/swap with a second person on a two-person clip: the face picker asks who alice is (placing both would be a
+    guess), Grandpa takes the other face, and the result shows both swapped, from one job."""
+    fake = scene.fake
+    await scene.start()
+    ia = await scene.slash("enroll", photo=fake.upload("me.jpg", (photos / "obama.jpg").read_bytes()))
+    await scene.message(lambda m: "**alice** is enrolled" in m.text, timeout=JOB_TIMEOUT, what="alice's face set")
+    ia = await scene.slash("enroll", photo=fake.upload("gp.jpg", (photos / "biden.jpg").read_bytes()), name="Grandpa")
+    await scene.until(lambda: ia.replies and ia.replies[0].buttons, timeout=30, what="the consent question")
+    await fake.click(ia.replies[0], user=scene.family.alice, label="Yes, Grandpa agreed")
+    await scene.message(lambda m: "**Grandpa** is enrolled" in m.text, timeout=JOB_TIMEOUT, what="Grandpa's face set")
+
+    grandpa = await scene.identity_choice("Grandpa · enrolled on their behalf")
+    ia, status = await scene.start_swap(two_person_clip, "duet.mp4", identity2=grandpa)
+    sheet = await scene.message(lambda m: "Which one should become **alice**" in m.text, timeout=JOB_TIMEOUT,
+                                what="the face picker")  # fmt: skip
+    assert [b["label"] for b in sheet.buttons] == ["Face 1", "Face 2"] and sheet.filenames == ["faces.jpeg"]
+    pick = await fake.click(sheet, user=scene.family.alice, label="Face 2")
+    await scene.until(lambda: "Queued as job" in pick.reply_text, timeout=30, what="the swap with the face chosen")
+    result = await scene.message(lambda m: "in *duet.mp4*" in m.text and "here is" in m.text, timeout=JOB_TIMEOUT,
+                                 what="the swap result")  # fmt: skip
+    assert "here is **alice and Grandpa**" in result.text, result.text
+    assert_playable_mp4(result.file("duet-famswap.mp4"), tmp_path / "duet.mp4")
+    job = await scene.job(job_number(pick))
+    assert job.status is JobStatus.SUCCEEDED and len(job.identity_ids) == 2
+    assert [(c.identity_name, c.face) for c in job.payload.cast()] == [("alice", 1), ("Grandpa", None)]
+    report = (await scene.result(job.id)).report
+    assert [(p["identity"], p["face"]) for p in report["people"]] == [("alice", 2), ("Grandpa", 1)]
+    assert all(p["swapped"] == report["frames"] == 10 for p in report["people"]), report["people"]
     assert await scene.stop(signal.SIGTERM) == 0
     assert "Traceback" not in scene.log.read_text(errors="replace"), "no crash logged"
 
