@@ -13,11 +13,12 @@ dataclasses of ``storage.jobs``):
   with a message a user can act on. When the new uploads are not the person enrolled before, it stores nothing and
   completes with ``report={"needs_confirm": True, "message": ..., "uploads": [ids left pending]}``; the bot asks
   ("Add anyway" queues ``PrepareJob(add_anyway=True)``, "Leave them out" rejects those uploads).
-- ``SwapJob`` (``track`` 0-based: the contact sheet's "Face N" is track N - 1; ``max_bytes`` the upload limit to fit
-  the video to), the clip as ``input``. Completes with ``video`` (mp4) and ``comparison`` (before/after GIF). When
-  the clip has several faces and ``track`` is None: complete with ``report={"needs_choice": True, "faces": N}``,
+- ``SwapJob`` (``track`` 0-based: the contact sheet's "Face N" is person N - 1; ``also_*`` further people with their
+  faces; ``max_bytes`` the upload limit to fit the video to), the clip as ``input``. Completes with ``video`` (mp4)
+  and ``comparison`` (before/after GIF). When a person's face is None and choosing it would be a guess: complete
+  with ``report={"needs_choice": True, "faces": N, "choose_for": name, "taken": [faces already chosen, from 1]}``,
   ``comparison`` = the numbered contact sheet and ``video`` = the clip itself (the job's input is dropped when it
-  ends; the bot re-reads the clip from there).
+  ends; the bot re-reads the clip from there and queues the swap again with that person's face filled in).
 - ``RefitJob(refit_of=job_id, max_bytes=...)``: only re-encode ``input`` (a finished video) to at most ``max_bytes``
   and complete with it as ``video``; the bot asks for this when a video is over the guild's limit or Discord
   answers 413.

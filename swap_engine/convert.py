@@ -520,8 +520,9 @@ def convert_clip(
                     counts["swapped"] += 1
                 reasons.append(reason)
                 row.append(swapper.start(index, frame, None if reason else face))
-            if all(reasons):
-                skipped[reasons[0]] = skipped.get(reasons[0], 0) + 1
+            first = reasons[0]
+            if first is not None and all(reasons):
+                skipped[first] = skipped.get(first, 0) + 1
             else:
                 swapped += 1
             filling.append(row)

@@ -121,8 +121,8 @@ def scan_video(
 
     if on_progress is not None:
         on_progress(total, total, "telling people apart")
-    with contextlib.closing(video.read_frames(clip, info=info)) as again:
-        embedded = attach_embeddings(again, scan.tracks, FaceEmbedder().embed)
+    # A second read, up to the last face needed (the generator's ffmpeg is stopped when it is dropped).
+    embedded = attach_embeddings(video.read_frames(clip, info=info), scan.tracks, FaceEmbedder().embed)
     scan = find_people(scan, group)
     log.info("%s: %d track(s), %d cut(s), %d face(s) embedded, %d person(s) offered", clip.name, len(scan.tracks),
              len(scan.cuts), embedded, len(scan.people))
@@ -200,12 +200,11 @@ def write_contact_sheet(clip: Path, scan: ClipScan, out: Path, *, first_number: 
         wanted.setdefault(t.best_frame(), []).append((p.index, t))
     thumbs: dict[int, np.ndarray] = {}
     last = max(wanted, default=-1)
-    with contextlib.closing(video.read_frames(clip)) as frames:
-        for i, frame in enumerate(frames):
-            for person, t in wanted.get(i, []):
-                thumbs[person] = track_thumbnail(frame, t.faces[i])
-            if i >= last:
-                break
+    for i, frame in enumerate(video.read_frames(clip)):
+        for person, t in wanted.get(i, []):
+            thumbs[person] = track_thumbnail(frame, t.faces[i])
+        if i >= last:
+            break
     sheet = contact_sheet([thumbs[p.index] for p in scan.people if p.index in thumbs], first_number=first_number)
     return save_image(out, sheet)
 
@@ -263,15 +262,14 @@ def extract_faces(
 
     wanted = set(choose_actor_frames(actor, max_faces))
     crops, points = [], []
-    with contextlib.closing(video.read_frames(clip)) as frames:
-        for i, frame in enumerate(frames):
-            if i in wanted:
-                face = actor.faces[i]
-                matrix = align.align_matrix(face.points, CROP_SIZE)
-                crops.append(align.warp_crop(frame, matrix, CROP_SIZE))
-                points.append(align.transform_points(face.points, matrix).astype(np.float32))
-            if i >= actor.last:
-                break
+    for i, frame in enumerate(video.read_frames(clip)):
+        if i in wanted:
+            face = actor.faces[i]
+            matrix = align.align_matrix(face.points, CROP_SIZE)
+            crops.append(align.warp_crop(frame, matrix, CROP_SIZE))
+            points.append(align.transform_points(face.points, matrix).astype(np.float32))
+        if i >= actor.last:
+            break
     if not crops:
         raise NoFaceFound(f"That face of {clip.name} has no usable view.", hint="Choose another face.")
     crop_stack, point_stack = np.stack(crops), np.stack(points)

@@ -99,7 +99,10 @@ def _run_swap(ctx: JobContext, stored: str) -> Outcome:
     cast = spec.cast()
     if cast[0].identity_id is None:  # payloads typed by migration 0003 name the identity on the job row only
         cast[0] = replace(cast[0], identity_id=job.identity_ids[0])
-    identities: list[Identity] = [ctx.call(ctx.store.get_identity(job.guild_id, c.identity_id)) for c in cast]
+    identities: list[Identity] = []
+    for c in cast:
+        assert c.identity_id is not None  # the first was filled in above; the others are ints
+        identities.append(ctx.call(ctx.store.get_identity(job.guild_id, c.identity_id)))
     if job.input is None:
         raise NoFaceFound("This swap has no clip attached.", hint="Send the clip again with /swap.")
     state = restore_state(ctx)

@@ -129,3 +129,20 @@ def test_stage_clip_each_person_once_and_the_wide_to_close_cut(clips: Path, land
         frames = [i for t in p.tracks for i in t.frames]
         assert len(frames) == len(set(frames))
     assert len(scan.people) < len(scan.tracks)
+
+
+def test_a_scan_saved_before_people_reads_back_with_a_person_per_track(tmp_path: Path) -> None:
+    """A job resumed across the upgrade finds a scan.npz without labels or embeddings (format 1)."""
+    rng = np.random.default_rng(0)
+    old = tmp_path / "scan.npz"
+    arrays = {"meta": np.array([40, 320, 240], np.int64), "cuts": np.array([20], np.int64)}
+    for n, frames in enumerate((range(0, 20), range(20, 40))):
+        pts = rng.uniform(60, 200, (len(frames), 478, 2)).astype(np.float32)
+        arrays |= {f"t{n}_frames": np.array(frames, np.int64), f"t{n}_points": pts,
+                   f"t{n}_pose": np.full((len(frames), 4, 4), np.nan, np.float32)}  # fmt: skip
+    np.savez_compressed(old, **arrays)
+    scan = pipeline.load_scan(old)
+    assert scan.labels is None and scan.cuts == {20}
+    assert [[t.index for t in p.tracks] for p in scan.people] == [[0], [1]]
+    again = pipeline.load_scan(pipeline.save_scan(scan, tmp_path / "again.npz"))
+    assert again.labels is None and [p.frames for p in again.people] == [p.frames for p in scan.people]
