@@ -43,7 +43,7 @@ def main(argv: list[str]) -> int:
             spans = ", ".join(f"{t.first}-{t.last}" for t in p.tracks)
             print(f"  face {p.number}: {len(p.tracks)} shot(s) [{spans}], {len(p.faces)} frames")
         embedded = [t for t in scan.tracks if t.embeddings is not None]
-        for a in embedded:
+        for a in embedded if len(embedded) > 1 else []:
             near = [f"t{b.index} {distances(a.embeddings, b.embeddings).mean():.2f}" for b in embedded if b is not a]
             print(f"  track {a.index} mean distance to: {', '.join(near)}")
         # Time the embedder alone on the same faces the scan embedded (one face per call, as the worst case).

@@ -45,3 +45,18 @@ def test_group_and_majority(embedded: dict[str, np.ndarray]) -> None:
     assert majority(faces).tolist() == [True, True, True, False]
     assert majority(obama).tolist() == [True]
     assert group([]) == [] and group([np.zeros((0, 128))]) == [0]
+
+
+def test_group_never_joins_sets_named_apart() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.normal(0, 1, 128).astype(np.float32)
+    b = a + 3.0 / np.sqrt(128)  # a different person, 3 away
+    near = [a + rng.normal(0, 0.01, (2, 128)).astype(np.float32) for _ in range(3)] + [b[None]]
+    assert group(near) == [0, 0, 0, 1]
+    kept = group(near, apart=[(0, 2)])  # 0 and 2 seen at the same time: 1 joins one of them, never both
+    assert kept[0] != kept[2] and kept[1] in (kept[0], kept[2]) and len(set(kept)) == 3
+    # Many sets (a long clip's tracks): each person's tracks end up together.
+    people = rng.normal(0, 1, (10, 128)).astype(np.float32)
+    sets = [people[k % 10] + rng.normal(0, 0.02, (3, 128)).astype(np.float32) for k in range(200)]
+    labels = group(sets)
+    assert labels[:10] == list(range(10)) and labels == [k % 10 for k in range(200)]
