@@ -112,6 +112,10 @@ class ConvertOptions:
     hair_threads: int | None = None  # threads running the hair segmenter; None: half the CPU cores, 1 to 4
     blend_threads: int | None = None  # threads masking and pasting faces; None: 1 up to 4 cores, else cores/4 (<= 4)
 
+    def __post_init__(self) -> None:
+        if not self.targets and not self.identity:
+            raise ValueError("ConvertOptions needs an identity (with a track) or targets")
+
     def batch_size(self) -> int:
         """Faces per model call: ``batch``, else 16 on a CPU and 64 on a GPU (where a call costs the same)."""
         if self.batch is not None:

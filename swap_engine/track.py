@@ -78,7 +78,6 @@ class Track:
         """The frame where this face is largest and most frontal (for thumbnails)."""
         return max(self.faces, key=lambda i: self.faces[i].size * np.cos(np.radians(min(abs(self.faces[i].yaw), 80))))
 
-
     def best_size(self) -> float:
         """The face's size at its best frame (px)."""
         return float(self.faces[self.best_frame()].size)

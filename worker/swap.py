@@ -7,7 +7,7 @@ import logging
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from common.errors import FamswapError, NoFaceFound
+from common.errors import FamswapError, NoFaceFound, NotAllowed
 from storage import Identity, RefitJob, SwapJob
 from swap_engine import pipeline
 from swap_engine.label import mark_gif_synthetic
@@ -65,8 +65,6 @@ def assign_faces(scores: list[float], asked: list[int | None], *, ask: bool) -> 
     takes the best-ranked person nobody else has, unless ``ask`` and that is a guess: several identities to place
     among several people, or one whose runner-up competes (``COMPETING_TRACK_SHARE``). Returns the faces, or the
     position of the first identity to ask about (then the faces are incomplete)."""
-    from common.errors import NotAllowed
-
     people = len(scores)
     for face in asked:
         if face is not None and not 0 <= face < people:
