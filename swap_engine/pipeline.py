@@ -333,16 +333,24 @@ class TrainPlan:
     checkpoint: Path
     model: str
     device: str
-    seconds: float
+    seconds: float | None  # None: no time budget (``steps``, a plateau or ``should_stop`` ends the training)
     seed: int = 0
     batch: int | None = None
     checkpoint_every_s: float = 60.0
     hair_model: Path | None = None  # for face sets stored before masks were (older sets get theirs on load)
     steps: int | None = None  # train exactly this many steps, whatever the time (``seconds`` is then ignored)
+    # Warming (a bank trained while the worker is idle): stop when the loss has not improved by 1 % in this many
+    # steps (None: never), and keep the learning rate constant (no decay at the end of a budget that is only a
+    # day's share of a run that goes on tomorrow).
+    plateau_steps: int | None = None
+    constant_lr: bool = False
 
 
-def open_bank(bank_path: Path, model: str, identities: list[str]) -> FaceBank:
-    """Load the bank, or create one; add decoders for identities it lacks (initialised from an existing one)."""
+def open_bank(bank_path: Path, model: str, identities: list[str],
+              closest: Callable[[FaceBank, str], str | None] | None = None) -> FaceBank:
+    """Load the bank, or create one; add decoders for identities it lacks, each a copy of an existing one:
+    ``closest(bank, identity)``'s choice (the decoder that already draws that identity's faces best), else the
+    first."""
     from swap_engine.model import FaceBank, load_bank, model_config
 
     if bank_path.is_file():
@@ -351,10 +359,14 @@ def open_bank(bank_path: Path, model: str, identities: list[str]) -> FaceBank:
             log.info("the saved face bank uses the %s model; keeping it (asked for %s)", bank.cfg.name, model)
     else:
         bank = FaceBank(model_config(model))
+    known = list(bank.identities)
     for identity in identities:
         if identity not in bank.identities:
-            existing = bank.identities
-            bank.add_identity(identity, init_from=existing[0] if existing else None)
+            start = (closest(bank, identity) if closest is not None and known else None) or (
+                known[0] if known else None)
+            if start is not None:
+                log.info("the new decoder %s starts as a copy of %s's", identity, start)
+            bank.add_identity(identity, init_from=start)
     return bank
 
 
@@ -366,14 +378,25 @@ def train_bank(
 ) -> TrainResult:
     """Train the plan's identities (resuming ``plan.checkpoint`` if present) and save the bank."""
     from swap_engine.model import save_bank
-    from swap_engine.train import TrainConfig, Trainer, make_trainset
+    from swap_engine.train import TrainConfig, Trainer, closest_decoder, make_trainset
 
-    bank = open_bank(plan.bank_path, plan.model, sorted(plan.faces))
-    size = bank.cfg.out_size
-    data = {}
-    for identity, path in plan.faces.items():
-        crops, points, masks = load_faces(path, hair_model=plan.hair_model)
-        data[identity] = make_trainset(crops, points, size, masks=masks)
+    data: dict[str, Any] = {}
+    loaded = {identity: load_faces(path, hair_model=plan.hair_model) for identity, path in plan.faces.items()}
+
+    def trainset(identity: str, size: int) -> Any:
+        if identity not in data:
+            crops, points, masks = loaded[identity]
+            data[identity] = make_trainset(crops, points, size, masks=masks)
+        return data[identity]
+
+    def closest(bank: FaceBank, identity: str) -> str | None:
+        # The existing decoder that already draws this person's faces best (the bank's own reconstruction loss,
+        # never a face-recognition embedding) learns them fastest.
+        return closest_decoder(bank, trainset(identity, bank.cfg.out_size), device=plan.device)
+
+    bank = open_bank(plan.bank_path, plan.model, sorted(plan.faces), closest)
+    for identity in plan.faces:
+        trainset(identity, bank.cfg.out_size)
     cfg_args: dict[str, Any] = {
         "budget_seconds": None if plan.steps else plan.seconds,
         "max_steps": plan.steps,
@@ -381,8 +404,10 @@ def train_bank(
         "seed": plan.seed,
         "checkpoint_every_s": plan.checkpoint_every_s,
         "preview_every_s": 15.0,
-        "plateau_patience": None,
+        "plateau_patience": plan.plateau_steps,
     }
+    if plan.constant_lr:
+        cfg_args["decay_from"] = None
     if plan.batch:
         cfg_args["batch"] = plan.batch
     trainer = Trainer(bank, data, TrainConfig(**cfg_args), plan.checkpoint)

@@ -762,7 +762,51 @@ def swap_faces(
     return out, masks
 
 
+@torch.no_grad()
+def reconstruction_losses(
+    bank: FaceBank,
+    faces: TrainSet,
+    *,
+    candidates: list[str] | None = None,
+    device: str | torch.device | None = None,
+    max_faces: int = 32,
+) -> dict[str, float]:
+    """How well each decoder already draws ``faces``: identity → the training loss's face term (masked L1 + DSSIM,
+    lower is closer) of up to ``max_faces`` of them, spread evenly, unaugmented, encoded and decoded by that identity.
+
+    ``candidates`` None: every decoder in the bank. This is the bank's own reconstruction, not a face-recognition
+    embedding: it picks the decoder whose drawing needs the least change to draw these faces.
+    """
+    names = bank.identities if candidates is None else candidates
+    if not names:
+        return {}
+    dev = torch_device(device) if device is not None else next(bank.parameters()).device
+    was_training = bank.training
+    bank.to(dev).eval()
+    idx = np.linspace(0, len(faces) - 1, min(max_faces, len(faces))).round().astype(int)
+    target = torch.from_numpy(faces.crops[idx]).to(dev).permute(0, 3, 1, 2).float() / 255  # (F, 3, O, O)
+    mask = torch.from_numpy(faces.masks[idx]).to(dev)[:, None]  # (F, 1, O, O)
+    size = bank.cfg.size
+    x = target if target.shape[-1] == size else F.interpolate(
+        target, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    z = bank.encoder(x)
+    out = {}
+    for name in names:
+        rgb, _ = bank.decoder(name)(z)
+        out[name] = float(face_loss(rgb, target, mask, mask=mask))
+    bank.train(was_training)
+    return out
+
+
+def closest_decoder(bank: FaceBank, faces: TrainSet, *, device: str | torch.device | None = None) -> str | None:
+    """The bank's identity whose decoder reconstructs ``faces`` best (``reconstruction_losses``); None: no decoder."""
+    losses = reconstruction_losses(bank, faces, device=device)
+    return min(losses, key=lambda k: (losses[k], k)) if losses else None
+
+
 __all__ = [
+    "reconstruction_losses",
+    "closest_decoder",
     "TrainSet",
     "make_trainset",
     "TrainConfig",
