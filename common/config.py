@@ -140,6 +140,12 @@ class Settings:
     # Training budget of a "preview" swap (the default quality); a "best" swap trains BEST_FACTOR times as long.
     train_minutes_cpu: float = _setting("FAMSWAP_TRAIN_MINUTES_CPU", _parse_number(float, 0.05), 10.0)
     train_minutes_gpu: float = _setting("FAMSWAP_TRAIN_MINUTES_GPU", _parse_number(float, 0.05), 5.0)
+    # The warm bank: minutes a day each server's bank may train while the worker has nothing else to do (0 = off),
+    # and the share of the budget above a swap trains once its person's decoder is warm (storage.WARM_READY_STEPS).
+    # 60: enough to warm a newly enrolled person past WARM_READY_STEPS the same day even with a few people
+    # (3000 steps of three people took ~20 min of a quiet 2-core CPU), and at most 4 % of a day of a busy CPU.
+    warm_minutes_per_day: float = _setting("FAMSWAP_WARM_MINUTES_PER_DAY", _parse_number(float, 0), 60.0)
+    warm_swap_share: float = _setting("FAMSWAP_WARM_SWAP_SHARE", _parse_number(float, 0.05), 1.0)
     # 0 = automatic: one thread on hosts with two cores or fewer (measured: 4-7x faster training there when
     # anything else runs beside it), torch's own default elsewhere.
     torch_threads: int = _setting("FAMSWAP_TORCH_THREADS", _parse_number(int, 0), 0)
@@ -229,6 +235,10 @@ class Settings:
         """The training budget of a swap on ``device`` ("cpu", "cuda", "cuda:N") at ``quality`` (default: setting)."""
         minutes = self.train_minutes_gpu if device.startswith("cuda") else self.train_minutes_cpu
         return minutes * 60.0 * (BEST_FACTOR if (quality or self.quality) == "best" else 1.0)
+
+    def swap_train_seconds(self, device: str, quality: str | None, *, warm: bool) -> float:
+        """A swap's training budget: ``train_seconds``, times ``warm_swap_share`` when its person's decoder is warm."""
+        return self.train_seconds(device, quality) * (min(1.0, self.warm_swap_share) if warm else 1.0)
 
     def torch_thread_count(self) -> int | None:
         """Threads torch should use, or None to leave torch's default."""

@@ -6,7 +6,9 @@ Clients import from here only: ``from storage import open_storage, Storage, JobK
 from storage.api import (
     LOCAL_GUILD,
     LOCAL_USER,
+    SYSTEM_USER,
     UNSET,
+    WARM_PRIORITY,
     BankConflict,
     LeaseLost,
     Limits,
@@ -22,10 +24,12 @@ from storage.jobs import (
     RefitJob,
     SwapJob,
     TrainJob,
+    WarmJob,
     job_from_dict,
     job_from_json,
 )
 from storage.records import (
+    WARM_READY_STEPS,
     Bank,
     BlobRef,
     ForgetReport,
@@ -49,11 +53,15 @@ from storage.records import (
     UploadStatus,
     User,
     Visibility,
+    Warmth,
 )
 
 __all__ = [
     "LOCAL_GUILD",
     "LOCAL_USER",
+    "SYSTEM_USER",
+    "WARM_PRIORITY",
+    "WARM_READY_STEPS",
     "UNSET",
     "Bank",
     "BankConflict",
@@ -74,6 +82,7 @@ __all__ = [
     "RefitJob",
     "SwapJob",
     "TrainJob",
+    "WarmJob",
     "job_from_dict",
     "job_from_json",
     "JobPost",
@@ -92,5 +101,6 @@ __all__ = [
     "UploadStatus",
     "User",
     "Visibility",
+    "Warmth",
     "open_storage",
 ]

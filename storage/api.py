@@ -29,7 +29,7 @@ from storage import queries as Q
 from storage.crypto import KEY_HINT, KeyFileError, load_or_create_key
 from storage.db import Database, Tx, open_database
 from storage.files import FileStore, Staged
-from storage.jobs import JobSpec, job_from_dict
+from storage.jobs import JobSpec, WarmJob, job_from_dict
 from storage.records import (
     Bank,
     BlobRef,
@@ -53,6 +53,7 @@ from storage.records import (
     UploadStatus,
     User,
     Visibility,
+    Warmth,
     ts,
 )
 
@@ -64,6 +65,14 @@ Source = Path | bytes
 # The command line acts as one local user in one local "server" (guild); Discord ids are never 0.
 LOCAL_GUILD = 0
 LOCAL_USER = 0
+# Warm jobs are famswap's own, not any member's: this owner (no Discord id is 0) is in no /status and no quota.
+SYSTEM_USER = 0
+WARM_PRIORITY = -100  # below every job a user queues: a claim takes any of those first
+
+
+def _trained_key(trained: Mapping[int, int]) -> str:
+    """Identities and the face-set version each was trained on, as warm_runs stores them: "12:3,15:1"."""
+    return ",".join(f"{i}:{v}" for i, v in sorted(trained.items()))
 
 
 def _present(staged: Staged | None) -> Staged:
@@ -269,6 +278,8 @@ class Storage:
             decoder_versions={d["identity_id"]: d["faceset_version"] for d in decoders},
             config=json.loads(row["config"]),
             updated_at=ts(row["updated_at"]),
+            trained_steps={d["identity_id"]: d["trained_steps"] for d in decoders},
+            trained_seconds={d["identity_id"]: d["trained_seconds"] for d in decoders},
         )
 
     @asynccontextmanager
@@ -689,10 +700,12 @@ class Storage:
         decoders: Mapping[int, Source] | None = None,
         decoder_versions: Mapping[int, int] | None = None,
         config: Mapping[str, Any] | None = None,
+        trained: Mapping[int, tuple[int, float]] | None = None,
     ) -> Bank:
         """Replace the encoder and/or some decoders (others stay). ``base_version`` is the version the worker loaded
         (0 when there was no bank): ``BankConflict`` if another save happened since. Decoders of identities erased
-        meanwhile are dropped, never resurrected."""
+        meanwhile are dropped, never resurrected. ``trained``: identity id → (steps, seconds) this save's training
+        adds to the decoder's count."""
         decoders = dict(decoders or {})
         order = sorted(decoders)
         async with self._staging(encoder, *(decoders[i] for i in order)) as staged:
@@ -725,6 +738,7 @@ class Storage:
                     },
                 )
                 versions = dict(decoder_versions or {})
+                added = dict(trained or {})
                 for identity_id, item in zip(order, staged[1:], strict=True):
                     if await tx.one(Q.GET_IDENTITY, (identity_id, guild_id)) is None:
                         continue  # erased while training: never bring its decoder back
@@ -739,6 +753,8 @@ class Storage:
                             "size": ref.size,
                             "version": versions.get(identity_id, 0),
                             "now": now,
+                            "steps": added.get(identity_id, (0, 0.0))[0],
+                            "seconds": added.get(identity_id, (0, 0.0))[1],
                         },
                     )
                 marked = await files.release(tx, old, now)
@@ -746,6 +762,79 @@ class Storage:
         await self._finish_deletions(marked)
         assert bank is not None
         return bank
+
+    # ---------------------------------------------------------------- the warm bank
+    async def enqueue_warm(self, guild_id: int, spec: WarmJob | None = None) -> Job | None:
+        """Queue a warm job for the guild's ready identities (None when it has none). A warm job of the guild
+        already queued is replaced, a running one asked to stop (it saves what it trained): the new one trains the
+        people as they are now. Warm jobs belong to famswap itself (owner ``SYSTEM_USER``), count against no quota
+        and have the lowest priority."""
+        spec = spec or WarmJob(title="warming the face bank")
+        async with self.db.write() as tx:
+            ready = [row["id"] for row in await tx.all(Q.READY_IDENTITIES_OF_GUILD, (guild_id,))]
+            if not ready:
+                return None
+            now = self.clock()
+            marked: list[str] = []
+            for row in await tx.all(Q.LIVE_WARM_JOBS_OF_GUILD, (guild_id,)):
+                if row["status"] == JobStatus.QUEUED.value:
+                    marked += await queue.finish(tx, row["id"], JobStatus.CANCELLED, now, "Replaced.")
+                else:
+                    await tx.run(Q.REQUEST_CANCEL, (row["id"],))
+            await tx.run(Q.ENSURE_GUILD, (guild_id, now))
+            await tx.run(Q.ENSURE_USER, (SYSTEM_USER, now))
+            job = await queue.insert_job(tx, guild_id=guild_id, owner_id=SYSTEM_USER, spec=spec, identity_ids=ready,
+                                         input_digest=None, input_size=None, priority=WARM_PRIORITY,
+                                         max_attempts=3, now=now)
+        await self._finish_deletions(marked)
+        return job
+
+    async def warm_seconds_used(self, guild_id: int) -> float:
+        """Seconds the guild's bank was warmed in the last 24 hours (its daily allowance is spent from this)."""
+        return float(await self.db.scalar(Q.WARM_SECONDS_SINCE, (guild_id, self.clock() - DAY)))
+
+    async def record_warm_run(self, guild_id: int, job_id: int | None, *, started_at: float, seconds: float,
+                              steps: int, stopped: str, trained: Mapping[int, int]) -> None:
+        """Record one stretch of warming: ``trained`` is identity id → the face-set version it was trained on."""
+        async with self.db.write() as tx:
+            await tx.run(Q.INSERT_WARM_RUN, {"guild": guild_id, "job": job_id, "started": started_at,
+                                              "seconds": seconds, "steps": steps, "stopped": stopped,
+                                              "trained": _trained_key(trained)})
+
+    async def guilds_to_warm(self, daily_seconds: float) -> list[int]:
+        """Guilds an idle worker may warm now, least warmed today first: ready identities, no job waiting or running,
+        allowance left today, and not at a plateau reached with the same people and face sets."""
+        if daily_seconds <= 0:
+            return []
+        since = self.clock() - DAY
+        found: list[tuple[float, int]] = []
+        async with self.db.read() as tx:
+            for (guild,) in await tx.all(Q.WARM_CANDIDATES):
+                used = float(await tx.scalar(Q.WARM_SECONDS_SINCE, (guild, since)))
+                if used >= daily_seconds:
+                    continue
+                ready = {r["id"]: r["faceset_version"] for r in await tx.all(Q.READY_IDENTITIES_OF_GUILD, (guild,))}
+                if await tx.scalar(Q.LAST_PLATEAU, (guild,)) == _trained_key(ready):
+                    continue
+                found.append((used, guild))
+        return [guild for _, guild in sorted(found)]
+
+    async def waiting_work(self) -> bool:
+        """Whether any job other than a warm one is waiting: a warming worker hands its job back for it."""
+        return await self.db.scalar(Q.WAITING_WORK, (self.clock(),)) is not None
+
+    async def warmth(self, guild_id: int) -> dict[int, Warmth]:
+        """How warm each identity of the guild with a decoder is (identity id → ``Warmth``)."""
+        async with self.db.read() as tx:
+            bank = await self._bank(tx, guild_id)
+            warming = await tx.scalar(Q.WARMING_GUILD, (guild_id,)) is not None
+            plateau = await tx.scalar(Q.LAST_PLATEAU, (guild_id,))
+            ready = {row["id"]: row["faceset_version"] for row in await tx.all(Q.READY_IDENTITIES_OF_GUILD, (guild_id,))}
+        at_plateau = plateau is not None and plateau == _trained_key(ready)
+        if bank is None:
+            return {}
+        return {i: Warmth(bank.trained_steps.get(i, 0), bank.trained_seconds.get(i, 0.0), warming, at_plateau)
+                for i in bank.decoders}
 
     # ---------------------------------------------------------------- stored files
     async def read_blob(self, ref: BlobRef) -> bytes:

@@ -132,6 +132,7 @@ async def forget_guild(db: Database, store: FileStore, guild_id: int, now: float
         out.files += [row[0] for row in await tx.all(Q.DECODER_FILES_OF_GUILD, (guild_id,))]
         await tx.run(Q.DELETE_DECODERS_OF_GUILD, (guild_id,))
         out.files += [row[0] for row in await tx.all(Q.DELETE_BANK, (guild_id,))]
+        await tx.run(Q.DELETE_WARM_RUNS_OF_GUILD, (guild_id,))
         await tx.run(Q.DELETE_GUILD, (guild_id,))
         await tx.run(Q.DELETE_IDLE_USERS, (json.dumps(users),))
 

@@ -14,12 +14,14 @@ from typing import Any, ClassVar
 
 
 class JobKind(StrEnum):
-    """What a worker does with a job: build a face set, fine-tune a bank, swap a clip, or make a finished swap smaller."""
+    """What a worker does with a job: build a face set, fine-tune a bank, swap a clip, make a finished swap smaller, or
+    warm the guild's bank in the background (lowest priority, preempted by any other job)."""
 
     PREPARE = "prepare"
     TRAIN = "train"
     SWAP = "swap"
     REFIT = "refit"
+    WARM = "warm"
 
 
 class JobSpecError(ValueError):
@@ -126,7 +128,22 @@ class RefitJob(JobSpec):
     clip_name: str = "clip.mp4"
 
 
-SPECS: dict[JobKind, type[JobSpec]] = {spec.kind: spec for spec in (PrepareJob, TrainJob, SwapJob, RefitJob)}
+@dataclass(frozen=True, kw_only=True)
+class WarmJob(JobSpec):
+    """Train the guild's bank (the shared encoder and the decoders of the job's identities) while nothing else waits:
+    handed back at a checkpoint as soon as another job is queued, resumed later; ends at a loss plateau, at the
+    guild's daily allowance (``FAMSWAP_WARM_MINUTES_PER_DAY``) or after ``minutes`` / ``steps``."""
+
+    kind: ClassVar[JobKind] = JobKind.WARM
+    minutes: float | None = None  # None: the rest of the guild's daily allowance (`famswap train --minutes` sets it)
+    steps: int | None = None  # exactly this many steps in all (benchmarks, tests), no plateau stop
+    model: str | None = None
+    seed: int = 0
+
+
+SPECS: dict[JobKind, type[JobSpec]] = {
+    spec.kind: spec for spec in (PrepareJob, TrainJob, SwapJob, RefitJob, WarmJob)
+}
 
 
 def _accepts(hint: Any, value: Any) -> bool:

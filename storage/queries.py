@@ -165,10 +165,13 @@ ON CONFLICT (guild_id) DO UPDATE SET version = banks.version + 1,
     config = excluded.config, updated_at = excluded.updated_at
 """
 UPSERT_DECODER = """
-INSERT INTO bank_decoders (identity_id, guild_id, digest, size, faceset_version, updated_at)
-VALUES (:identity, :guild, :digest, :size, :version, :now)
+INSERT INTO bank_decoders (identity_id, guild_id, digest, size, faceset_version, updated_at, trained_steps,
+                           trained_seconds)
+VALUES (:identity, :guild, :digest, :size, :version, :now, :steps, :seconds)
 ON CONFLICT (identity_id) DO UPDATE SET digest = excluded.digest, size = excluded.size,
-    faceset_version = excluded.faceset_version, updated_at = excluded.updated_at
+    faceset_version = excluded.faceset_version, updated_at = excluded.updated_at,
+    trained_steps = bank_decoders.trained_steps + excluded.trained_steps,
+    trained_seconds = bank_decoders.trained_seconds + excluded.trained_seconds
 """
 DECODER_OF = "SELECT digest FROM bank_decoders WHERE identity_id = ?"
 DECODER_FILES_OF_IDENTITIES = (
@@ -181,24 +184,56 @@ DECODER_FILES_OF_GUILD = "SELECT digest FROM bank_decoders WHERE guild_id = ?"
 DELETE_DECODERS_OF_GUILD = "DELETE FROM bank_decoders WHERE guild_id = ?"
 DELETE_BANK = "DELETE FROM banks WHERE guild_id = ? RETURNING encoder_digest"
 
-# ------------------------------------------------------------------------------------------------ jobs: enqueue, read
-COUNT_LIVE_JOBS_OF_USER = """
-SELECT count(*) FROM jobs WHERE owner_id = ? AND guild_id = ? AND status IN ('queued', 'running')
+# ------------------------------------------------------------------------------------------------ the warm bank
+# Any job waiting that a warming worker should make way for (a warm job waits for nobody).
+WAITING_WORK = """
+SELECT 1 FROM jobs WHERE status = 'queued' AND kind != 'warm' AND run_after <= ? AND cancel_requested = 0 LIMIT 1
 """
-COUNT_LIVE_JOBS_OF_GUILD = "SELECT count(*) FROM jobs WHERE guild_id = ? AND status IN ('queued', 'running')"
+LIVE_WARM_JOBS_OF_GUILD = "SELECT id, status FROM jobs WHERE guild_id = ? AND kind = 'warm' AND status IN ('queued', 'running')"
+WARM_SECONDS_SINCE = "SELECT coalesce(sum(seconds), 0) FROM warm_runs WHERE guild_id = ? AND started_at > ?"
+INSERT_WARM_RUN = """
+INSERT INTO warm_runs (guild_id, job_id, started_at, seconds, steps, stopped, trained)
+VALUES (:guild, :job, :started, :seconds, :steps, :stopped, :trained)
+"""
+LAST_PLATEAU = """
+SELECT trained FROM warm_runs WHERE guild_id = ? AND stopped = 'plateau' ORDER BY started_at DESC, id DESC LIMIT 1
+"""
+DELETE_WARM_RUNS_OF_GUILD = "DELETE FROM warm_runs WHERE guild_id = ?"
+# Guilds with ready identities, no live job and no pending erase: what idle workers may warm (the allowance and
+# the plateau are checked per guild, in api.Storage.guilds_to_warm).
+WARM_CANDIDATES = """
+SELECT DISTINCT i.guild_id FROM identities i JOIN guilds g ON g.id = i.guild_id
+WHERE i.status = 'ready' AND i.faceset_digest IS NOT NULL AND g.deletion_due_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.guild_id = i.guild_id AND j.status IN ('queued', 'running'))
+"""
+READY_IDENTITIES_OF_GUILD = """
+SELECT id, faceset_version FROM identities
+WHERE guild_id = ? AND status = 'ready' AND faceset_digest IS NOT NULL ORDER BY id
+"""
+WARMING_GUILD = "SELECT 1 FROM jobs WHERE guild_id = ? AND kind = 'warm' AND status = 'running' LIMIT 1"
+
+# ------------------------------------------------------------------------------------------------ jobs: enqueue, read
+# Warm jobs are famswap's own (the worker queues them when idle): no user's or server's quota counts them.
+COUNT_LIVE_JOBS_OF_USER = """
+SELECT count(*) FROM jobs WHERE owner_id = ? AND guild_id = ? AND status IN ('queued', 'running') AND kind != 'warm'
+"""
+COUNT_LIVE_JOBS_OF_GUILD = """
+SELECT count(*) FROM jobs WHERE guild_id = ? AND status IN ('queued', 'running') AND kind != 'warm'
+"""
 # Rolling 24-hour quota: jobs that ran or are waiting (cancelled before starting does not count).
 DAILY_JOBS_OF_USER = """
 SELECT count(*) AS n, min(created_at) AS oldest FROM jobs
 WHERE owner_id = ? AND guild_id = ? AND created_at > ? AND NOT (status = 'cancelled' AND started_at IS NULL)
+  AND kind != 'warm'
 """
-COUNT_LIVE_JOBS = "SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')"
+COUNT_LIVE_JOBS = "SELECT count(*) FROM jobs WHERE status IN ('queued', 'running') AND kind != 'warm'"
 DAILY_JOBS = """
 SELECT count(*) AS n, min(created_at) AS oldest FROM jobs
-WHERE created_at > ? AND NOT (status = 'cancelled' AND started_at IS NULL)
+WHERE created_at > ? AND NOT (status = 'cancelled' AND started_at IS NULL) AND kind != 'warm'
 """
 DAILY_JOBS_OF_GUILD = """
 SELECT count(*) AS n, min(created_at) AS oldest FROM jobs
-WHERE guild_id = ? AND created_at > ? AND NOT (status = 'cancelled' AND started_at IS NULL)
+WHERE guild_id = ? AND created_at > ? AND NOT (status = 'cancelled' AND started_at IS NULL) AND kind != 'warm'
 """
 INSERT_JOB = """
 INSERT INTO jobs (guild_id, owner_id, kind, payload, priority, identity_ids, input_digest, input_size,
@@ -238,6 +273,9 @@ WITH heads AS (
     WHERE status = 'queued' AND run_after <= :now
       AND (:kinds IS NULL OR kind IN (SELECT value FROM json_each(:kinds)))
       AND (:job IS NULL OR id = :job)
+      -- a guild's bank is warmed by one worker at a time, and never while a job of that guild trains it
+      AND NOT (kind = 'warm' AND EXISTS (SELECT 1 FROM jobs r WHERE r.guild_id = jobs.guild_id
+                                         AND r.status = 'running' AND r.kind IN ('warm', 'train', 'swap')))
     GROUP BY priority, guild_id, owner_id
 )
 UPDATE jobs SET status = 'running', worker_id = :worker, attempts = attempts + 1,

@@ -269,6 +269,38 @@ class Bank:
     decoder_versions: Mapping[int, int]  # identity id -> faceset_version the decoder was trained on
     config: dict[str, Any]  # the engine's ModelConfig and anything else the worker wants beside the weights
     updated_at: datetime
+    trained_steps: Mapping[int, int] = field(default_factory=dict)  # identity id -> steps trained, all jobs together
+    trained_seconds: Mapping[int, float] = field(default_factory=dict)
+
+
+# A decoder that has trained this many steps (warming and swaps together) is "warm": a swap with it trains
+# FAMSWAP_WARM_SWAP_SHARE of the usual budget. 3000 steps is what benchmarks/warm_bank.py warmed the measured bank
+# with (lite, 2-core CPU: about 20 minutes of a quiet machine with three people).
+WARM_READY_STEPS = 3000
+
+
+@dataclass(frozen=True)
+class Warmth:
+    """How warm one identity's decoder is: steps and seconds trained, and whether the guild's bank is warming now."""
+
+    steps: int
+    seconds: float
+    warming: bool  # a warm job of the guild is running
+    plateau: bool  # warming stopped at a loss plateau with these people and face sets: more would not help
+
+    @property
+    def ready(self) -> bool:
+        return self.steps >= WARM_READY_STEPS
+
+    def text(self) -> str:
+        """One line for /identities and `famswap identities`."""
+        if self.steps == 0:
+            trained = "not trained yet"
+        else:
+            trained = f"trained {self.steps:,} steps ({self.seconds / 60:.0f} min)"
+        state = "warming now" if self.warming else ("warm" if self.ready or self.plateau else "cold")
+        extra = ", at its plateau" if self.plateau and not self.warming else ""
+        return f"{state}: {trained}{extra}"
 
 
 @dataclass(frozen=True)

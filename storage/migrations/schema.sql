@@ -105,15 +105,30 @@ CREATE TABLE bank_decoders (
     digest          TEXT NOT NULL REFERENCES blobs (digest),
     size            INTEGER NOT NULL,
     faceset_version INTEGER NOT NULL DEFAULT 0,
-    updated_at      REAL NOT NULL
+    updated_at      REAL NOT NULL,
+    trained_steps   INTEGER NOT NULL DEFAULT 0,  -- steps this decoder has trained, warming and swaps together
+    trained_seconds REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX bank_decoders_by_guild ON bank_decoders (guild_id);
+
+-- One row per stretch of warming (see migration 0004): the guild's daily allowance and its plateau.
+CREATE TABLE warm_runs (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    guild_id   INTEGER NOT NULL REFERENCES guilds (id),
+    job_id     INTEGER,
+    started_at REAL NOT NULL,
+    seconds    REAL NOT NULL,
+    steps      INTEGER NOT NULL,
+    stopped    TEXT NOT NULL,  -- handed back | allowance | plateau | minutes | steps | cancelled
+    trained    TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX warm_runs_by_guild ON warm_runs (guild_id, started_at);
 
 CREATE TABLE jobs (
     id                INTEGER PRIMARY KEY AUTOINCREMENT,
     guild_id          INTEGER NOT NULL REFERENCES guilds (id),
     owner_id          INTEGER NOT NULL REFERENCES users (id),
-    kind              TEXT NOT NULL CHECK (kind IN ('prepare', 'train', 'swap', 'refit')),
+    kind              TEXT NOT NULL CHECK (kind IN ('prepare', 'train', 'swap', 'refit', 'warm')),
     payload           TEXT NOT NULL DEFAULT '{}',
     priority          INTEGER NOT NULL DEFAULT 0,
     status            TEXT NOT NULL DEFAULT 'queued'
