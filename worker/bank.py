@@ -30,15 +30,16 @@ def bank_from_storage(ctx: JobContext, model: str, folder: Path) -> tuple[FaceBa
 
 
 def bank_to_storage(ctx: JobContext, bank: FaceBank, base_version: int, identities: dict[int, int],
-                    folder: Path) -> None:
-    """Save the encoder and the decoders of ``identities`` (id → face-set version) as the guild's new bank."""
+                    folder: Path, trained: dict[int, tuple[int, float]] | None = None) -> Bank:
+    """Save the encoder and the decoders of ``identities`` (id → face-set version) as the guild's new bank;
+    ``trained``: id → (steps, seconds) to add to each decoder's count. Returns the stored bank."""
     encoder = folder / "encoder.out.pt"
     save_encoder(encoder, bank)
     decoders: dict[int, Path] = {}
     for i in identities:
         decoders[i] = folder / f"decoder-{i}.out.pt"
         save_decoder(decoders[i], bank, str(i))
-    ctx.call(
+    return ctx.call(  # type: ignore[no-any-return]
         ctx.store.save_bank(
             ctx.job.guild_id,
             base_version=base_version,
@@ -46,5 +47,6 @@ def bank_to_storage(ctx: JobContext, bank: FaceBank, base_version: int, identiti
             decoders=decoders,
             decoder_versions=identities,
             config={"model_args": asdict(bank.cfg)},
+            trained=trained,
         )
     )

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from common.config import Settings
 from common.errors import JobCancelled, NoFaceFound
-from storage import Identity, Job, JobKind, JobSpec, Storage, SwapJob, TrainJob
+from storage import WARM_READY_STEPS, Identity, Job, JobKind, JobSpec, Storage, SwapJob, TrainJob, WarmJob
 from swap_engine import pipeline
 from swap_engine.faceset import unpack_faceset
 from swap_engine.video import VideoInfo, probe
@@ -37,7 +37,7 @@ ProgressHook = Callable[[str, float, str], None]  # (stage, fraction of the stag
 
 def stage_percent(kind: JobKind, stage: str, fraction: float) -> float | None:
     """A job's percent when ``fraction`` of ``stage`` is done (None for a stage without a place)."""
-    if kind is JobKind.TRAIN:
+    if kind in (JobKind.TRAIN, JobKind.WARM):
         start, end = 0.0, 100.0
     elif stage in STAGE_SPANS:
         start, end = STAGE_SPANS[stage]
@@ -63,6 +63,7 @@ class JobContext:
     settings: Settings
     cancelled: threading.Event = field(default_factory=threading.Event)
     shutting_down: threading.Event = field(default_factory=threading.Event)
+    preempted: threading.Event = field(default_factory=threading.Event)  # another job waits (warm jobs only)
     on_progress: ProgressHook | None = None  # the command line's bars; called from the engine thread
 
     def call(self, coro: Coroutine[Any, Any, Any]) -> Any:
@@ -107,7 +108,7 @@ class JobContext:
     def model_name(self) -> str:
         """The model to train: the job's choice, else the setting, else the device's default."""
         spec = self.job.payload
-        chosen = spec.model if isinstance(spec, SwapJob | TrainJob) else None
+        chosen = spec.model if isinstance(spec, SwapJob | TrainJob | WarmJob) else None
         return pipeline.choose_model(chosen, self.settings.model, self.device)
 
 
@@ -140,11 +141,24 @@ def named(text: str, stored: str, shown: str) -> str:
 
 
 def train_seconds(ctx: JobContext) -> float:
-    """The training budget: the payload's override, else by device and quality (see ``Settings.train_seconds``)."""
+    """The training budget: the payload's override, else by device and quality, shortened to
+    ``FAMSWAP_WARM_SWAP_SHARE`` for a swap whose person's decoder is warm (``Settings.swap_train_seconds``)."""
     spec = ctx.job.payload
     if isinstance(spec, SwapJob | TrainJob) and spec.train_seconds:
         return float(spec.train_seconds)
-    return ctx.settings.train_seconds(ctx.device, spec.quality if isinstance(spec, SwapJob) else None)
+    if not isinstance(spec, SwapJob):
+        return ctx.settings.train_seconds(ctx.device)
+    return ctx.settings.swap_train_seconds(ctx.device, spec.quality, warm=person_is_warm(ctx))
+
+
+def person_is_warm(ctx: JobContext) -> bool:
+    """Whether the swap's person has a decoder that trained at least ``WARM_READY_STEPS`` on their current faces."""
+    bank = ctx.call(ctx.store.get_bank(ctx.job.guild_id))
+    if bank is None or bank.encoder is None:
+        return False
+    return any(bank.trained_steps.get(i, 0) >= WARM_READY_STEPS
+               and bank.decoder_versions.get(i) == ctx.call(ctx.store.get_identity(ctx.job.guild_id, i)).faceset_version
+               for i in ctx.job.identity_ids)
 
 
 def identity_faces(ctx: JobContext, identity: Identity) -> Path:

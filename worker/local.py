@@ -26,6 +26,7 @@ from storage import (
     Storage,
     SwapJob,
     UploadKind,
+    WarmJob,
     open_storage,
 )
 from swap_engine.media import sniff_kind
@@ -112,6 +113,28 @@ async def swap_local(settings: Settings, clip: Path, people: list[tuple[str, int
         finally:
             await store.discard_result(LOCAL_GUILD, job.id, LOCAL_USER)
     return SwapOutcome(out, gif, report)
+
+
+async def warm_local(settings: Settings, *, minutes: float | None = None, steps: int | None = None,
+                     device: str | None = None, on_progress: ProgressHook | None = None) -> dict[str, Any]:
+    """Warm the local guild's bank here now (`famswap train`): a warm job of every enrolled person, run in this
+    process; returns its report. It ends at a plateau, after ``minutes`` / ``steps``, or (neither given) when
+    today's allowance is used up."""
+    async with open_storage(settings) as store:
+        job = await store.enqueue_warm(LOCAL_GUILD, WarmJob(title="famswap train", minutes=minutes, steps=steps))
+        if job is None:
+            return {"kind": "warm", "steps": 0, "stopped": "nobody to warm"}
+        worker = Worker(settings, device, worker_id=f"cli-{os.getpid()}", on_progress=on_progress)
+        done = await _run_here(store, worker, job.id)
+        if done.status is JobStatus.QUEUED:  # handed back: a job someone queued waits (a worker will resume this)
+            return {"kind": "warm", "steps": done.state.get("steps_done", 0), "stopped": "handed back",
+                    "seconds": done.state.get("seconds_done", 0.0)}
+        if done.status is not JobStatus.SUCCEEDED:
+            raise FamswapError(done.error or "Warming stopped without saying why.")
+        result = await store.get_result(LOCAL_GUILD, job.id, LOCAL_USER)
+        report = dict(result.report)
+        await store.discard_result(LOCAL_GUILD, job.id, LOCAL_USER)
+    return report
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,15 @@ from worker.context import Interrupted, JobContext, Outcome, ProgressHook
 from worker.prepare import run_prepare
 from worker.swap import run_refit, run_swap
 from worker.train import run_train
+from worker.warm import Preempted, run_warm
 
 log = logging.getLogger("famswap.worker")
 
 HEARTBEAT_S = 2.0
 LEASE_S = 60.0
 RETENTION_EVERY_S = 3600.0  # expire results / erase servers past their grace period this often
+WORK_POLL_S = 0.5  # a warming worker looks this often for a job waiting (the hand-back takes a step and a save)
+WARM_CHECK_S = 15.0  # an idle worker looks this often for a bank to warm
 
 
 HANDLERS: dict[JobKind, Callable[[JobContext], Outcome]] = {
@@ -35,6 +38,7 @@ HANDLERS: dict[JobKind, Callable[[JobContext], Outcome]] = {
     JobKind.SWAP: run_swap,
     JobKind.TRAIN: run_train,
     JobKind.REFIT: run_refit,
+    JobKind.WARM: run_warm,
 }
 
 
@@ -56,6 +60,7 @@ class Worker:
         self.lease_s = lease_s
         self.stopping = threading.Event()
         self.jobs_done = 0
+        self._next_warm_check = 0.0
         pipeline.configure_torch(settings.torch_thread_count())
 
     def request_stop(self) -> None:
@@ -94,13 +99,33 @@ class Worker:
             await self._retention(store)
 
     async def _slot(self, store: Storage, once: bool) -> None:
+        # A worker that runs until stopped warms banks (FAMSWAP_WARM_MINUTES_PER_DAY > 0): after an enrollment,
+        # and whenever nothing is queued. ``once`` (drain the queue and exit) never starts warming on its own.
+        warm = not once and self.settings.warm_minutes_per_day > 0
         while not self.stopping.is_set():
             job = await store.wait_for_job(self.worker_id, lease_seconds=self.lease_s, timeout=0.5 if once else 1.0)
             if job is None:
                 if once:
                     return
+                if warm:
+                    await self._warm_idle(store)
                 continue
             await self.run_job(store, job)
+            if warm and job.kind is JobKind.PREPARE:
+                await _quietly(store.enqueue_warm(job.guild_id))
+
+    async def _warm_idle(self, store: Storage) -> None:
+        """Nothing queued: queue a warm job for the guild whose bank was warmed least today (if any may be)."""
+        now = time.monotonic()
+        if now < self._next_warm_check:
+            return
+        self._next_warm_check = now + WARM_CHECK_S
+        try:
+            guilds = await store.guilds_to_warm(self.settings.warm_minutes_per_day * 60.0)
+            if guilds and await store.enqueue_warm(guilds[0]) is not None:
+                log.info("nothing queued: warming the face bank of server %d", guilds[0])
+        except Exception:  # noqa: BLE001 - warming is a bonus; the next idle check tries again
+            log.warning("could not queue a warm job", exc_info=True)
 
     async def run_job(self, store: Storage, job: Job) -> None:
         loop = asyncio.get_running_loop()
@@ -113,6 +138,7 @@ class Worker:
         ctx.shutting_down = self.stopping
         log.info("job %d (%s) started on %s, attempt %d", job.id, job.kind.value, self.device, job.attempts)
         beat = asyncio.create_task(self._heartbeat(ctx))
+        watch = asyncio.create_task(self._watch_for_work(ctx)) if job.kind is JobKind.WARM else None
         started = time.monotonic()
         try:
             outcome = await asyncio.to_thread(HANDLERS[job.kind], ctx)
@@ -128,9 +154,13 @@ class Worker:
             else:
                 log.info("job %d cancelled", job.id)
                 await _quietly(store.finish_cancelled(job.id, self.worker_id))
-        except Interrupted:
+        except Interrupted as exc:
             # The resume point is saved in storage: hand the job back so the next worker continues from it.
-            log.info("job %d interrupted by shutdown; it will resume from its checkpoint", job.id)
+            if isinstance(exc, Preempted):
+                log.info("job %d (warming) handed back after %.1f s: another job is waiting", job.id,
+                         time.monotonic() - started)
+            else:
+                log.info("job %d interrupted by shutdown; it will resume from its checkpoint", job.id)
             await _quietly(store.release(job.id, self.worker_id))
         except FamswapError as exc:
             log.info("job %d failed: %s", job.id, exc.user_text())
@@ -143,9 +173,22 @@ class Worker:
             ))  # fmt: skip
         finally:
             beat.cancel()
+            if watch is not None:
+                watch.cancel()
             store.remove_job_dir(job.id, attempt)
             await _quietly(store.sweep_job_dir(job.id))  # a finished job's folders of dead attempts go too
             _free_device(self.device)
+
+    async def _watch_for_work(self, ctx: JobContext) -> None:
+        """While a warm job runs: as soon as another job waits, ask the warm job to hand itself back."""
+        while not ctx.preempted.is_set():
+            await asyncio.sleep(WORK_POLL_S)
+            try:
+                if await ctx.store.waiting_work():
+                    log.info("job %d: another job is waiting; handing the warm job back", ctx.job.id)
+                    ctx.preempted.set()
+            except Exception:  # noqa: BLE001 - the next poll retries
+                log.warning("job %d: could not look for waiting jobs", ctx.job.id, exc_info=True)
 
     async def _heartbeat(self, ctx: JobContext) -> None:
         while True:

@@ -4,6 +4,7 @@ and the ``train`` job."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ def train(ctx: JobContext, faces: dict[str, Path], identities: dict[int, int], s
                               seed=spec.seed if isinstance(spec, SwapJob | TrainJob) else 0,
                               steps=spec.train_steps if isinstance(spec, SwapJob) else None,
                               hair_model=hair_segmenter_path(ctx.settings.models_path))
+    first_step, started = int(state.get("train_step", 0) if checkpoint.exists() else 0), time.monotonic()
     result = train_with_oom_fallback(plan, on_progress, ctx.should_stop)
     if result.stopped in ("cancelled", "signal"):
         if not ctx.cancelled.is_set():  # a cancelled job never resumes: don't spend seconds uploading its checkpoint
@@ -57,8 +59,9 @@ def train(ctx: JobContext, faces: dict[str, Path], identities: dict[int, int], s
     from swap_engine.model import load_bank
 
     trained, _ = load_bank(bank_path)
+    steps, seconds = result.step - first_step, time.monotonic() - started
     try:
-        bank_to_storage(ctx, trained, version, identities, ctx.folder)
+        bank_to_storage(ctx, trained, version, identities, ctx.folder, {i: (steps, seconds) for i in identities})
     except BankConflict:
         log.warning("job %d: another worker saved the bank meanwhile; keeping this job's result only", ctx.job.id)
     state.update({"stage": "trained", "train_step": result.step})
