@@ -117,7 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     tracks.add_argument("--out", type=Path, default=None, help="contact sheet image (default: CLIP.tracks.jpg)")
     tracks.set_defaults(handler=_cmd_tracks)
 
-    ids = sub.add_parser("identities", help="list enrolled people")
+    train = sub.add_parser("train", help="warm the face bank now: train it on every enrolled person")
+    train.add_argument("--minutes", type=float, default=None,
+                       help="how long at most (default: what is left of today's FAMSWAP_WARM_MINUTES_PER_DAY)")
+    train.add_argument("--steps", type=int, default=None, help="exactly this many steps (for comparisons)")
+    train.add_argument("--device", type=_device_arg, default=None, help="auto, cpu, cuda or cuda:N")
+    train.set_defaults(handler=_cmd_train)
+
+    ids = sub.add_parser("identities", help="list enrolled people and how warm each one's decoder is")
     ids.set_defaults(handler=_cmd_identities)
 
     forget = sub.add_parser("forget", help="erase an enrolled person: photos, face set, decoder and results")
@@ -213,6 +220,12 @@ def _cmd_tracks(settings: Settings, args: argparse.Namespace) -> int:
     from famswap.local import tracks
 
     return tracks(settings, args.clip, args.out)
+
+
+def _cmd_train(settings: Settings, args: argparse.Namespace) -> int:
+    from famswap.local import train
+
+    return train(settings, args.minutes, args.steps, args.device)
 
 
 def _cmd_identities(settings: Settings, args: argparse.Namespace) -> int:

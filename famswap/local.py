@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from common.config import Settings
-from common.errors import NoFaceFound, NotFound, UnsupportedMedia
+from common.errors import ConfigError, NoFaceFound, NotFound, UnsupportedMedia
 from famswap.progress import StageBar, format_duration
 from storage.api import LOCAL_GUILD, LOCAL_USER
 
@@ -121,6 +121,8 @@ def swap(settings: Settings, args: argparse.Namespace, cast: list[PersonArg]) ->
     minutes = args.train_minutes if args.train_minutes is not None else settings.train_seconds(device) / 60.0
     steps = getattr(args, "train_steps", None)
     budget = f"{steps} steps" if steps else f"{minutes:g} min"
+    if not steps and args.train_minutes is None and settings.warm_swap_share < 1:
+        budget += f" ({minutes * settings.warm_swap_share:g} min if the person's bank is warm)"
     _say(f"famswap     {clip.name}: {info.width}x{info.height}, {info.duration:.1f} s; model {model} on {device}, "
          f"training {budget}")
     bars = _Bars()
@@ -128,7 +130,8 @@ def swap(settings: Settings, args: argparse.Namespace, cast: list[PersonArg]) ->
                None if c.face is None else c.face - 1) for c in cast]  # fmt: skip
     max_mb = args.max_mb if args.max_mb is not None else settings.output_max_mb
     spec = SwapJob(clip_name=clip.name, ask=False, max_bytes=int(max_mb * 1024 * 1024),
-                   model=model, train_seconds=minutes * 60.0, train_steps=steps, seed=args.seed or 0,
+                   model=model, train_seconds=None if args.train_minutes is None else minutes * 60.0,
+                   train_steps=steps, seed=args.seed or 0,
                    title=f"{' and '.join(name for name, _ in people)} → {clip.name}")  # fmt: skip
     try:
         outcome = _run(swap_local(settings, clip, people, spec, args.out, device=device, on_progress=bars))
@@ -204,13 +207,37 @@ def list_identities(settings: Settings) -> int:
 
         async with open_storage(settings) as store:
             people = await store.list_identities(LOCAL_GUILD, LOCAL_USER)
+            warmth = await store.warmth(LOCAL_GUILD)
             if not people:
                 print("Nobody is enrolled yet: `famswap enroll NAME PHOTOS...`")
             for i in people:
-                print(f"{i.display_name}: {i.face_count} faces, {i.status.value}")
+                warm = warmth[i.id].text() if i.id in warmth else "not trained yet"
+                print(f"{i.display_name}: {i.face_count} faces, {i.status.value}; {warm}")
         return 0
 
     return _run(go())
+
+
+def train(settings: Settings, minutes: float | None, steps: int | None, device: str | None) -> int:
+    """`famswap train`: warm the local bank now (every enrolled person) for ``minutes`` (default: what is left of
+    today's FAMSWAP_WARM_MINUTES_PER_DAY) or exactly ``steps``, stopping early at a loss plateau."""
+    from worker.local import warm_local
+
+    if minutes is None and steps is None and settings.warm_minutes_per_day <= 0:
+        raise ConfigError("Warming is off (FAMSWAP_WARM_MINUTES_PER_DAY=0).",
+                          hint="Say how long with --minutes M, or set FAMSWAP_WARM_MINUTES_PER_DAY.")
+    bars = _Bars()
+    try:
+        report = _run(warm_local(settings, minutes=minutes, steps=steps, device=device, on_progress=bars))
+    finally:
+        bars.close()
+    words = {"plateau": "the loss stopped improving", "allowance": "today's allowance is used up",
+             "minutes": f"{minutes:g} minutes are up" if minutes else "the time is up", "steps": "all steps done",
+             "handed back": "another job is waiting; it resumes later", "nobody to warm": "nobody is enrolled"}
+    stopped = str(report.get("stopped"))
+    print(f"warmed the face bank {report.get('steps', 0)} steps in {format_duration(float(report.get('seconds', 0)))}"
+          f": {words.get(stopped, stopped)}")
+    return list_identities(settings)
 
 
 def forget(settings: Settings, name: str) -> int:

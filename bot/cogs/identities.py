@@ -14,7 +14,7 @@ from bot import checks
 from bot.options import MyIdentity, OwnedIdentity, identity_label
 from bot.views.confirm import Confirm
 from common.errors import NotAllowed
-from storage import Bank, ForgetReport, Identity, IdentityStatus
+from storage import Bank, ForgetReport, Identity, IdentityStatus, Warmth
 
 if TYPE_CHECKING:
     from bot.app import FamswapBot
@@ -63,10 +63,11 @@ class Identities(commands.Cog):
             await interaction.followup.send("No faces yet. Start with /enroll and a few photos of yourself.")
             return
         bank = await store.get_bank(interaction.guild_id)
+        warmth = await store.warmth(interaction.guild_id)
         embeds: list[discord.Embed] = []
         files: list[discord.File] = []
         for identity in found[:MAX_EMBEDS]:
-            embed = discord.Embed(title=identity_label(identity, interaction.user.id), description=await self._describe(identity, bank))
+            embed = discord.Embed(title=identity_label(identity, interaction.user.id), description=await self._describe(identity, bank, warmth.get(identity.id)))
             if identity.thumbnail is not None:
                 filename = f"faces-{identity.id}.png"
                 files.append(discord.File(io.BytesIO(await store.read_blob(identity.thumbnail)), filename=filename))
@@ -76,7 +77,7 @@ class Identities(commands.Cog):
         content = f"…and {more} more: " + ", ".join(i.display_name for i in found[MAX_EMBEDS:]) if more > 0 else None
         await interaction.followup.send(content, embeds=embeds, files=files)
 
-    async def _describe(self, identity: Identity, bank: Bank | None) -> str:
+    async def _describe(self, identity: Identity, bank: Bank | None, warmth: Warmth | None) -> str:
         lines = []
         if identity.on_behalf:
             confirmed = identity.consent_confirmed_at.strftime("%Y-%m-%d") if identity.consent_confirmed_at else "?"
@@ -93,6 +94,9 @@ class Identities(commands.Cog):
             lines.append("Trained on older photos (the next swap updates it)")
         else:
             lines.append("Trained")
+        if warmth is not None and trained is not None:
+            # How warm the face bank is for them: a warm person's swap trains a shorter time.
+            lines.append(f"Face bank: {warmth.text()}")
         grants = await self.bot.store.list_grants(identity.guild_id, identity.id)
         if grants:
             shared = ", ".join("everyone" if g.user_id is None else f"<@{g.user_id}>" for g in grants)
