@@ -306,6 +306,7 @@ def env(fake: FakeDiscord, home: Path, tmp_path: Path, landmarker_model: Path) -
         "FAMSWAP_MODEL": "lite",
         "FAMSWAP_DEVICE": "cpu",
         "FAMSWAP_TRAIN_MINUTES_CPU": str(TRAIN_MINUTES),
+        "FAMSWAP_WARM_MINUTES_PER_DAY": "0",  # no background training between the steps this test times
         "FAMSWAP_LOG_LEVEL": "info",
         "PYTHONUNBUFFERED": "1",
     }

@@ -37,6 +37,7 @@ def make_settings(home: Path, key: Path, model_dir: Path) -> Settings:
             "FAMSWAP_KEY_FILE": str(key),
             "FAMSWAP_MODEL": "lite",
             "FAMSWAP_DEVICE": "cpu",
+            "FAMSWAP_WARM_MINUTES_PER_DAY": "0",  # tests/worker/test_warm.py turns warming on where it is tested
         },
         env_file=home.parent / "no-such.env",
     )
@@ -52,6 +53,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "FAMSWAP_DEVICE": "cpu",
         "FAMSWAP_ENV_FILE": str(settings.home.parent / "no-such.env"),
         "FAMSWAP_LOG_LEVEL": "info",
+        "FAMSWAP_WARM_MINUTES_PER_DAY": str(settings.warm_minutes_per_day),
     }
 
 
