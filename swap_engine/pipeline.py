@@ -344,6 +344,7 @@ class TrainPlan:
     # day's share of a run that goes on tomorrow).
     plateau_steps: int | None = None
     constant_lr: bool = False
+    previews: bool = True  # preview grids for the progress (a warm job shows none)
 
 
 def open_bank(bank_path: Path, model: str, identities: list[str],
@@ -403,7 +404,7 @@ def train_bank(
         "device": plan.device,
         "seed": plan.seed,
         "checkpoint_every_s": plan.checkpoint_every_s,
-        "preview_every_s": 15.0,
+        "preview_every_s": 15.0 if plan.previews else None,
         "plateau_patience": plan.plateau_steps,
     }
     if plan.constant_lr:

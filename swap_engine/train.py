@@ -220,6 +220,7 @@ class TrainResult:
     batch: int
     checkpoint: Path
     samples_per_s: float
+    resumed_from: int = 0  # the step this run started at (its checkpoint's; 0 for a fresh start)
 
 
 def torch_device(device: str | torch.device | None) -> torch.device:
@@ -459,7 +460,7 @@ class Trainer:
         period_steps, period_samples = 0, 0
         step_time: float | None = None
         last: Progress | None = None
-        saved_step = self.step
+        saved_step = first_step = self.step
         stopped = ""
         try:
             while True:
@@ -521,6 +522,7 @@ class Trainer:
             batch=self.batch,
             checkpoint=self.checkpoint_path,
             samples_per_s=last.samples_per_s,
+            resumed_from=first_step,
         )
 
     def _should_end(self, should_stop: Callable[[], bool] | None, step_time: float | None) -> str:

@@ -57,24 +57,26 @@ def run_warm(ctx: JobContext) -> Outcome:
     checkpoint = ctx.folder / "train.ckpt"
     model = ctx.model_name()
     bank, version, _ = bank_from_storage(ctx, model, ctx.folder)
-    if checkpoint.exists() and (state.get("bank_version") != version or state.get("trained") != key):
-        # A swap saved the bank since (its encoder is newer than this checkpoint's), or the people changed: go on
-        # from the stored bank with a fresh optimizer rather than overwrite it.
-        log.info("job %d: the bank changed since the last hand-back; warming goes on from the stored bank", ctx.job.id)
+    if checkpoint.exists() and (state.get("ckpt_base") != version or state.get("trained") != key):
+        # The checkpoint (optimizer and all) continues the bank as it was stored when it was written. Once the bank
+        # was saved since (this job's hand-back, a swap) or the people changed, warming goes on from the stored bank
+        # with a fresh optimizer rather than overwrite it. A crashed worker's job resumes the checkpoint exactly.
+        log.info("job %d: the stored bank moved on since the last checkpoint; warming goes on from it", ctx.job.id)
         checkpoint.unlink()
     from swap_engine.model import load_bank, save_bank
 
     bank_path = ctx.folder / "bank.pt"
     save_bank(bank_path, bank)
     faces = {p.engine_id: identity_faces(ctx, p) for p in people}
-    first_step = int(state.get("train_step", 0)) if checkpoint.exists() else 0
+    first_step = int(state.get("ckpt_step") or 0) if checkpoint.exists() else 0
     steps_done = int(state.get("steps_done", 0))
     max_steps = None if spec.steps is None else first_step + max(0, spec.steps - steps_done)
     started_at, t0 = time.time(), time.monotonic()
     last_saved = [checkpoint.stat().st_mtime if checkpoint.exists() else 0.0]
 
-    def resume_point(step: int, base_version: int) -> dict[str, Any]:
-        return {"bank_version": base_version, "trained": key, "train_step": step,
+    def resume_point(step: int, ckpt_base: int | None, ckpt_step: int | None) -> dict[str, Any]:
+        """The job's state: steps and seconds warmed in all, and what its stored checkpoint continues from."""
+        return {"trained": key, "ckpt_base": ckpt_base, "ckpt_step": ckpt_step,
                 "steps_done": steps_done + step - first_step,
                 "seconds_done": float(state.get("seconds_done", 0.0)) + time.monotonic() - t0}
 
@@ -92,7 +94,7 @@ def run_warm(ctx: JobContext) -> Outcome:
         ctx.progress("warm", done, message, check=False)
         if checkpoint.exists() and checkpoint.stat().st_mtime > last_saved[0]:
             last_saved[0] = checkpoint.stat().st_mtime
-            ctx.save_state(resume_point(p.step, version), pack_state(ctx, ["train.ckpt"]))
+            ctx.save_state(resume_point(p.step, version, p.step), pack_state(ctx, ["train.ckpt"]))
 
     from swap_engine.assets import hair_segmenter_path
 
@@ -100,12 +102,13 @@ def run_warm(ctx: JobContext) -> Outcome:
                               device=ctx.device, seconds=None, seed=spec.seed, steps=max_steps,
                               checkpoint_every_s=CHECKPOINT_EVERY_S,
                               plateau_steps=WARM_PLATEAU_STEPS if spec.steps is None else None, constant_lr=True,
-                              hair_model=hair_segmenter_path(ctx.settings.models_path))
+                              previews=False, hair_model=hair_segmenter_path(ctx.settings.models_path))
     log.info("job %d: warming the bank of server %d (%d people) from step %d", ctx.job.id, guild, len(people),
              first_step)
     result = train_with_oom_fallback(plan, on_progress, should_stop)
     seconds = time.monotonic() - t0
-    steps = result.step - first_step
+    steps = result.step - result.resumed_from
+    first_step = result.resumed_from  # exact (the state's figure is the progress report's after the checkpoint)
     if result.stopped == "cancelled":
         handed_back = ctx.preempted.is_set() or ctx.shutting_down.is_set()
         stopped = ("handed back" if handed_back else "cancelled" if ctx.cancelled.is_set()
@@ -128,10 +131,11 @@ def run_warm(ctx: JobContext) -> Outcome:
                                        stopped=stopped, trained=trained))
     log.info("job %d: warmed %d steps in %.0f s (%s)", ctx.job.id, steps, seconds, stopped)
     if stopped == "handed back":
-        if new_version is None:  # nothing saved: the checkpoint no longer matches the stored bank
-            checkpoint.unlink(missing_ok=True)
-        point = resume_point(result.step, new_version if new_version is not None else -1)
-        ctx.save_state(point, pack_state(ctx, ["train.ckpt"]))
+        # Quick: the bank is saved (the waiting job starts from it), the optimizer's checkpoint is not uploaded
+        # (tens of MB: seconds on a busy CPU); warming resumes from the stored bank with a fresh optimizer.
+        keep = new_version == version  # nothing trained: the stored checkpoint, if any, still continues the bank
+        ctx.save_state(resume_point(result.step, state.get("ckpt_base") if keep else None,
+                                    state.get("ckpt_step") if keep else None))
         if ctx.shutting_down.is_set():
             raise Interrupted()
         raise Preempted()
