@@ -219,6 +219,25 @@ def test_open_bank_adds_missing_identities_from_an_existing_decoder(tmp_path: Pa
     assert again.cfg == model_config("lite")
 
 
+def test_open_bank_copies_the_decoder_closest_chooses(tmp_path: Path) -> None:
+    path = tmp_path / "bank.pt"
+    bank = pipeline.open_bank(path, "lite", ["anna", "ben"])
+    with torch.no_grad():
+        for p in bank.decoder("ben").parameters():
+            p.add_(1.0)  # ben's decoder now differs from anna's
+    save_bank(path, bank)
+    asked: list[tuple[list[str], str]] = []
+
+    def closest(b: object, identity: str) -> str:
+        asked.append((sorted(b.identities), identity))  # type: ignore[attr-defined]
+        return "ben"
+
+    again = pipeline.open_bank(path, "lite", ["anna", "ben", "cleo"], closest)
+    assert asked == [(["anna", "ben"], "cleo")]
+    for a, b in zip(again.decoder("cleo").parameters(), again.decoder("ben").parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_digest_and_device_helpers(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     a.write_bytes(b"x" * 3_000_000)

@@ -16,7 +16,16 @@ from swap_engine.augment import NO_AUGMENT, AugmentConfig, augment_batch
 from swap_engine.landmarks import FACE_OVAL, LEFT_BROW, LEFT_EYE, LIPS_OUTER, RIGHT_BROW, RIGHT_EYE
 from swap_engine.losses import face_loss, ssim_map
 from swap_engine.model import FaceBank, ModelConfig, load_bank, model_config
-from swap_engine.train import Progress, TrainConfig, Trainer, identity_loss, make_trainset, swap_faces
+from swap_engine.train import (
+    Progress,
+    TrainConfig,
+    Trainer,
+    closest_decoder,
+    identity_loss,
+    make_trainset,
+    reconstruction_losses,
+    swap_faces,
+)
 
 # A 32 px model with a mask: 3 stride-2 convs to 4x4, one upscale in the encoder, two in the decoder.
 TINY = ModelConfig(
@@ -360,6 +369,19 @@ def test_third_identity_leaves_the_others_untouched(data, tmp_path):
     man, woman = state(bank.decoder("man")), state(bank.decoder("woman"))
     Trainer(bank, {"kid": data["woman"]}, quick(max_steps=3), tmp_path / "kid-alone.pt").run()
     assert same(state(bank.decoder("man")), man) and same(state(bank.decoder("woman")), woman)
+
+
+def test_the_closest_decoder_is_the_one_that_reconstructs_the_faces_best(data, tmp_path):
+    """A newcomer's decoder starts as a copy of the decoder whose drawing of the newcomer's faces is best: after
+    training, the man's faces are drawn best by the man's decoder, the woman's by hers (the bank's own loss; no
+    face-recognition embedding is involved)."""
+    bank = fresh_bank()
+    Trainer(bank, data, quick(max_steps=60), tmp_path / "ck.pt").run()
+    man, woman = reconstruction_losses(bank, data["man"]), reconstruction_losses(bank, data["woman"])
+    assert set(man) == {"man", "woman"} and man["man"] < man["woman"] and woman["woman"] < woman["man"]
+    assert closest_decoder(bank, data["man"]) == "man" and closest_decoder(bank, data["woman"]) == "woman"
+    assert closest_decoder(FaceBank(TINY), data["man"]) is None
+    assert reconstruction_losses(bank, data["man"], candidates=["woman"]) == {"woman": man["woman"]}
 
 
 def test_oom_halves_the_batch_then_gives_up(data, tmp_path, monkeypatch):
