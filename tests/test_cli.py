@@ -29,7 +29,7 @@ def env(home: Path, model_dir: Path) -> dict[str, str]:
 def test_help_lists_the_commands(env: dict[str, str], tmp_path: Path) -> None:
     out = _famswap(["--help"], env, tmp_path)
     assert out.returncode == 0
-    for command in ("run", "worker", "enroll", "swap", "identities", "forget", "doctor"):
+    for command in ("run", "worker", "enroll", "swap", "train", "identities", "forget", "doctor"):
         assert command in out.stdout
 
 
@@ -92,3 +92,18 @@ def test_doctor_says_which_ffmpeg_it_uses_and_why_it_refused_an_old_one(env: dic
     assert f"Not used: The ffmpeg at {old_bin / 'ffmpeg'} is version 4.2.7-0ubuntu0.1, older than the 4.4" in line
     assert f"version {bundled_ffmpeg().version} " in line
     assert len([w for w in out.stderr.splitlines() if "older than the 4.4" in w]) == 1, "one warning line"
+
+
+def test_train_warms_the_local_bank_and_identities_shows_it(env: dict[str, str], photos: Path, tmp_path: Path) -> None:
+    off = _famswap(["train"], {**env, "FAMSWAP_WARM_MINUTES_PER_DAY": "0"}, tmp_path)
+    assert off.returncode == 2 and "FAMSWAP_WARM_MINUTES_PER_DAY" in off.stderr and "--minutes" in off.stderr
+    nobody = _famswap(["train", "--steps", "2"], env, tmp_path)
+    assert nobody.returncode == 0 and "nobody is enrolled" in nobody.stdout, nobody.stdout + nobody.stderr
+    enrolled = _famswap(["enroll", "Anna", str(photos / "obama.jpg")], env, tmp_path)
+    assert enrolled.returncode == 0, enrolled.stdout + enrolled.stderr
+    before = _famswap(["identities"], env, tmp_path)
+    assert "Anna: 1 faces, ready; not trained yet" in before.stdout, before.stdout + before.stderr
+    trained = _famswap(["train", "--steps", "2"], {**env, "FAMSWAP_MODEL": "lite", "FAMSWAP_DEVICE": "cpu"}, tmp_path)
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    assert "warmed the face bank 2 steps" in trained.stdout and "all steps done" in trained.stdout
+    assert "Anna: 1 faces, ready; cold: trained 2 steps" in trained.stdout  # the identities listing follows
