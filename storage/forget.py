@@ -75,6 +75,7 @@ async def erase_identities(tx: Tx, identity_ids: Iterable[int], out: Erased) -> 
     out.uploads += await tx.run(Q.DELETE_UPLOADS_OF_IDENTITIES, (ids,))
     out.files += [row[0] for row in await tx.all(Q.DECODER_FILES_OF_IDENTITIES, (ids,))]
     await tx.run(Q.DELETE_DECODERS_OF_IDENTITIES, (ids,))
+    await tx.run(Q.FORGET_IDENTITIES_IN_WARM_RUNS, (ids,))
     for row in await tx.all(Q.IDENTITY_FILES, (ids,)):
         out.files += [row[0], row[1]]
     out.identities += await tx.run(Q.DELETE_IDENTITIES, (ids,))  # grants go by ON DELETE CASCADE

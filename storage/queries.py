@@ -199,6 +199,11 @@ LAST_PLATEAU = """
 SELECT trained FROM warm_runs WHERE guild_id = ? AND stopped = 'plateau' ORDER BY started_at DESC, id DESC LIMIT 1
 """
 DELETE_WARM_RUNS_OF_GUILD = "DELETE FROM warm_runs WHERE guild_id = ?"
+# A forgotten identity leaves no id behind: the runs that trained it keep their seconds (the allowance) only.
+FORGET_IDENTITIES_IN_WARM_RUNS = """
+UPDATE warm_runs SET trained = '' WHERE EXISTS (
+    SELECT 1 FROM json_each(?) WHERE ',' || warm_runs.trained LIKE '%,' || value || ':%')
+"""
 # Guilds with ready identities, no live job and no pending erase: what idle workers may warm (the allowance and
 # the plateau are checked per guild, in api.Storage.guilds_to_warm).
 WARM_CANDIDATES = """

@@ -80,5 +80,8 @@ async def test_allowance_plateau_and_trained_counts(store: Storage, clock: FakeC
     bob = await _ready(store, 1, 20, "Bob")  # someone new: warming has something to learn again
     assert await store.guilds_to_warm(600) == [2, 1]
     assert not (await store.warmth(1))[anna].plateau and bob not in await store.warmth(1)
+    await store.forget_identity(1, anna, 10)  # no warming record names her id any more; the seconds still count
+    assert [r[0] for r in await store.db.all("SELECT trained FROM warm_runs WHERE guild_id = 1")] == ["", ""]
+    assert await store.warm_seconds_used(1) == 10
     report = await store.forget_guild(1)
-    assert report.identities == 2 and await store.db.scalar("SELECT count(*) FROM warm_runs WHERE guild_id = 1") == 0
+    assert report.identities == 1 and await store.db.scalar("SELECT count(*) FROM warm_runs WHERE guild_id = 1") == 0
