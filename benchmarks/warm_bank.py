@@ -1,7 +1,7 @@
 """Cold bank vs warm bank: how good is a swap after N training steps when the guild's bank was (or was not) warmed
 on the family first? Prints one table of the independent judge's figures (../shared/tools/judge.py, dlib).
 
-    nice .venv/bin/python benchmarks/warm_bank.py --warm-steps 3000 --cold 2500 850 --warm 850
+    nice .venv/bin/python benchmarks/warm_bank.py --warm-steps 2000 --cold 850 --warm 850
 
 The family is the three people of ../shared/media/clips: ``selfie_woman_short.mp4`` (W), ``selfie_man.mp4`` (M) and
 ``selfie_woman_expressive.mp4`` (a third person). The pairs are issue 12's: **W→M** (W enrolled, put onto
@@ -139,8 +139,8 @@ def swap(pair: Pair, sets: dict[str, Path], out: Path, steps: int, warm_bank: Pa
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/famswap-warm"))
-    parser.add_argument("--warm-steps", type=int, default=3000, help="steps of warming on the three people")
-    parser.add_argument("--cold", type=int, nargs="*", default=[2500, 850], help="swap steps from a fresh bank")
+    parser.add_argument("--warm-steps", type=int, default=2000, help="steps of warming on the three people")
+    parser.add_argument("--cold", type=int, nargs="*", default=[850], help="swap steps from a fresh bank")
     parser.add_argument("--warm", type=int, nargs="*", default=[850], help="swap steps from the warm bank")
     parser.add_argument("--pairs", nargs="*", default=[p.name for p in PAIRS])
     parser.add_argument("--only-warm", action="store_true", help="build the face sets and the warm bank, then stop")

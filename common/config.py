@@ -143,7 +143,7 @@ class Settings:
     # The warm bank: minutes a day each server's bank may train while the worker has nothing else to do (0 = off),
     # and the share of the budget above a swap trains once its person's decoder is warm (storage.WARM_READY_STEPS).
     # 60: enough to warm a newly enrolled person past WARM_READY_STEPS the same day even with a few people
-    # (3000 steps of three people took ~20 min of a quiet 2-core CPU), and at most 4 % of a day of a busy CPU.
+    # (2000 steps of three people took 32 min of the shared 2-core CPU), and at most 4 % of a day of the CPU.
     warm_minutes_per_day: float = _setting("FAMSWAP_WARM_MINUTES_PER_DAY", _parse_number(float, 0), 60.0)
     warm_swap_share: float = _setting("FAMSWAP_WARM_SWAP_SHARE", _parse_number(float, 0.05), 1.0)
     # 0 = automatic: one thread on hosts with two cores or fewer (measured: 4-7x faster training there when

@@ -274,9 +274,9 @@ class Bank:
 
 
 # A decoder that has trained this many steps (warming and swaps together) is "warm": a swap with it trains
-# FAMSWAP_WARM_SWAP_SHARE of the usual budget. 3000 steps is what benchmarks/warm_bank.py warmed the measured bank
-# with (lite, 2-core CPU: about 20 minutes of a quiet machine with three people).
-WARM_READY_STEPS = 3000
+# FAMSWAP_WARM_SWAP_SHARE of the usual budget. 2000 steps is what benchmarks/warm_bank.py warmed the measured bank
+# with (lite, three people: 32 minutes of the shared 2-core CPU; docs/QUALITY.md, "Warm bank").
+WARM_READY_STEPS = 2000
 
 
 @dataclass(frozen=True)
