@@ -152,11 +152,12 @@ def train_seconds(ctx: JobContext) -> float:
 
 
 def person_is_warm(ctx: JobContext) -> bool:
-    """Whether the swap's person has a decoder that trained at least ``WARM_READY_STEPS`` on their current faces."""
+    """Whether every person of the swap has a decoder that trained at least ``WARM_READY_STEPS`` on their current
+    faces."""
     bank = ctx.call(ctx.store.get_bank(ctx.job.guild_id))
     if bank is None or bank.encoder is None:
         return False
-    return any(bank.trained_steps.get(i, 0) >= WARM_READY_STEPS
+    return all(bank.trained_steps.get(i, 0) >= WARM_READY_STEPS
                and bank.decoder_versions.get(i) == ctx.call(ctx.store.get_identity(ctx.job.guild_id, i)).faceset_version
                for i in ctx.job.identity_ids)
 
