@@ -105,7 +105,7 @@ def judge(pair: Pair, swapped: Path, out: Path) -> dict[str, float]:
     cached = swapped.with_suffix(".judge.json")
     if not cached.is_file():
         text = subprocess.run(
-            ["nice", os.environ.get("JUDGE_PY", "/tmp/judge/bin/python"), str(JUDGE),
+            [os.environ.get("JUDGE_PY", "/tmp/judge/bin/python"), str(JUDGE),  # as nice as this script
              "--enrolled", str(CLIPS / FAMILY[pair.person]), "--original", str(CLIPS / pair.clip),
              "--swapped", str(swapped), "--gallery", str(CLIPS), str(SHARED / "media" / "photos"), "--json"],
             check=True, capture_output=True, text=True).stdout
