@@ -145,7 +145,9 @@ class Settings:
     # 60: enough to warm a newly enrolled person past WARM_READY_STEPS the same day even with a few people
     # (2000 steps of three people took 32 min of the shared 2-core CPU), and at most 4 % of a day of the CPU.
     warm_minutes_per_day: float = _setting("FAMSWAP_WARM_MINUTES_PER_DAY", _parse_number(float, 0), 60.0)
-    warm_swap_share: float = _setting("FAMSWAP_WARM_SWAP_SHARE", _parse_number(float, 0.05), 1.0)
+    # 1/3: from a bank warmed 2000 steps, 850 swap steps (a third of the 10-minute default's 2633-2655) matched or
+    # beat that default on likeness in both measured pairs (docs/QUALITY.md, "Warm bank").
+    warm_swap_share: float = _setting("FAMSWAP_WARM_SWAP_SHARE", _parse_number(float, 0.05), 1 / 3)
     # 0 = automatic: one thread on hosts with two cores or fewer (measured: 4-7x faster training there when
     # anything else runs beside it), torch's own default elsewhere.
     torch_threads: int = _setting("FAMSWAP_TORCH_THREADS", _parse_number(int, 0), 0)

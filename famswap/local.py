@@ -122,7 +122,7 @@ def swap(settings: Settings, args: argparse.Namespace, cast: list[PersonArg]) ->
     steps = getattr(args, "train_steps", None)
     budget = f"{steps} steps" if steps else f"{minutes:g} min"
     if not steps and args.train_minutes is None and settings.warm_swap_share < 1:
-        budget += f" ({minutes * settings.warm_swap_share:g} min if the person's bank is warm)"
+        budget += f" ({minutes * settings.warm_swap_share:.1f} min if everyone in it is warm)"
     _say(f"famswap     {clip.name}: {info.width}x{info.height}, {info.duration:.1f} s; model {model} on {device}, "
          f"training {budget}")
     bars = _Bars()
