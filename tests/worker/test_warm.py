@@ -45,10 +45,12 @@ def trainer_step(message: str | None) -> int:
     return int(found.group(1)) if found else -1
 
 
-async def warming(store: Storage, job_id: int, *, after: int = 0, timeout: float = 180.0) -> int:
-    """Wait until the warm job runs and reports a trainer step above ``after``; returns that step."""
+async def warming(store: Storage, job_id: int, *, after: int = 0, stale: str | None = None,
+                  timeout: float = 180.0) -> int:
+    """Wait until the warm job runs and reports a trainer step above ``after`` in a message other than ``stale``
+    (a resumed job is claimed with its last run's progress still on it); returns that step."""
     job = await wait_job(store, job_id, lambda j: j.status is JobStatus.RUNNING and trainer_step(j.progress.message)
-                         > after, timeout=timeout, what=f"warming past step {after}")
+                         > after and j.progress.message != stale, timeout=timeout, what=f"warming past step {after}")
     return trainer_step(job.progress.message)
 
 
@@ -72,7 +74,7 @@ async def test_a_queued_job_takes_the_worker_from_warming_which_then_goes_on_whe
         bank = await store.get_bank(GUILD)  # what it trained is in the guild's bank, for the job that waited
         assert bank is not None and bank.trained_steps[enrolled.alice] == first
         await wait_job(store, refit.id, lambda j: j.status.is_final, timeout=120, what="refit end")
-        await warming(store, warm.id)
+        await warming(store, warm.id, stale=handed.progress.message)
     resumed = await store_job(settings, warm.id)
     assert resumed.status is JobStatus.QUEUED  # the worker stopped: handed back again, to go on later
     assert resumed.state["steps_done"] > first  # the count goes on
@@ -105,7 +107,7 @@ async def test_a_swap_of_the_warming_guild_starts_from_the_warmed_bank_and_warmi
         bank = await store.get_bank(GUILD)
         assert bank is not None and bank.trained_steps[enrolled.alice] > warmed  # warming + the swap's steps
         # The swap saved the bank: warming goes on from it (a fresh optimizer), its job's count going on.
-        await warming(store, warm.id, after=0)
+        await warming(store, warm.id, stale=handed.progress.message)
     again = await store_job(settings, warm.id)
     assert again.state["steps_done"] > warmed
 
