@@ -72,7 +72,12 @@ async def test_run_bot_in_its_own_process(fake: FakeDiscord, family: Family, set
     env = {**os.environ, **fake.environ(), "FAMSWAP_HOME": str(settings.home), "FAMSWAP_KEY_FILE": str(settings.key_path),
            "FAMSWAP_ENV_FILE": str(tmp_path / "none.env")}
     code = "from common.config import Settings; from bot.app import run_bot; run_bot(Settings.load())"
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code, env=env, stderr=asyncio.subprocess.PIPE)
+    # A shell's background job (`.ci/run &`) hands its children SIGINT ignored, and Python then never turns Ctrl-C
+    # into KeyboardInterrupt: give the bot the default disposition a terminal would.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, env=env, stderr=asyncio.subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     try:
         await fake.connected(timeout=30)
         ia = await fake.slash("identities", user=family.bob, channel=family.general)
