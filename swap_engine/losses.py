@@ -81,6 +81,16 @@ def face_loss(
     return (per_pixel * weight).sum() / weight.sum().clamp_min(1e-6)
 
 
+def skin_fill(target: torch.Tensor, mask: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``(B, 3, H, W)``: ``target``'s face (where ``mask`` ``(B, 1, H, W)`` is 1) carried smoothly beyond it — a
+    mask-normalised Gaussian blur (``blur(target * mask) / blur(mask)``, ``sigma`` px). Only face pixels reach it:
+    outside the mask it shows the skin's colour and shading, never hair or background."""
+    window = min(int(6 * sigma) | 1, (target.shape[-1] // 2) * 2 - 1)
+    m = mask.float()
+    num = _blur(torch.cat([target.float() * m, m], 1), window, sigma)  # (B, 4, H, W)
+    return num[:, :3] / num[:, 3:].clamp_min(1e-4)
+
+
 def mask_loss(pred_mask: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean squared error of a learned ``(B, 1, H, W)`` mask against the landmark mask."""
     return F.mse_loss(pred_mask.float(), mask.float())
@@ -124,6 +134,7 @@ def region_weights(
 
 
 __all__ = [
+    "skin_fill",
     "ssim_map",
     "face_loss",
     "mask_loss",

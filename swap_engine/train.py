@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from common.errors import TrainingError
 from swap_engine.augment import AugmentConfig, augment_batch
 from swap_engine.device import resolve_device
-from swap_engine.losses import face_loss, mask_loss, pixel_weight, region_weights
+from swap_engine.losses import face_loss, mask_loss, pixel_weight, region_weights, skin_fill
 from swap_engine.model import FaceBank, load_bank, save_bank
 
 CHECKPOINT_FORMAT = "famswap-train/1"
@@ -195,6 +195,11 @@ class TrainConfig:
     l1_weight: float = 1.0
     mask_weight: float = 0.5  # learned mask vs the face-without-hair mask (models with learn_mask)
     background: float = 0.0  # loss weight left outside the face mask: none, so no decoder learns hair
+    # Outside the mask the decoder is pulled (L1, this weight) towards the face's own skin carried past its edge
+    # (losses.skin_fill): without it, what it draws there is untrained noise, which shows as stripes on the near
+    # cheek of a turned actor, whose face reaches further out in the crop than the person's ever did. 0: off.
+    skin_fill: float = 0.1
+    skin_fill_sigma: float = 0.125  # of the output side
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -238,12 +243,18 @@ def identity_loss(
 ) -> list[torch.Tensor]:
     """``[face term, mask term]`` of one identity's share of a step: the decoder's ``rgb`` ``(B, 3, O, O)`` against
     ``target``, counted on the face-without-hair ``mask`` ``(B, 1, O, O)`` times the eye/mouth ``emphasis``, and the
-    learned mask against ``mask`` (0 for models without one). Target pixels where ``mask`` is 0 change neither."""
+    learned mask against ``mask`` (0 for models without one); outside the mask, ``cfg.skin_fill`` times the L1 to
+    the face's skin carried past its edge. Target pixels where ``mask`` is 0 change none of it."""
     weight = pixel_weight(mask, emphasis, cfg.background)
     face = face_loss(
         rgb, target, weight, mask=mask if cfg.background == 0 else None,
         ssim_weight=cfg.ssim_weight, l1_weight=cfg.l1_weight,
     )  # fmt: skip
+    if cfg.skin_fill > 0:
+        fill = skin_fill(target, mask, cfg.skin_fill_sigma * target.shape[-1])
+        outside = 1.0 - mask.float()
+        diff = (rgb.float() - fill).abs().mean(1, keepdim=True)  # (B, 1, O, O)
+        face = face + cfg.skin_fill * (diff * outside).sum() / outside.sum().clamp_min(1e-6)
     m = mask_loss(pred_mask, mask) if pred_mask is not None else face.new_zeros(())
     return [face, m]
 
