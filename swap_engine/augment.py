@@ -27,10 +27,10 @@ class AugmentConfig:
     zoom: float = 0.05  # relative, uniform +-
     shift: float = 0.05  # fraction of the side, uniform +-
     flip: float = 0.5  # probability of a horizontal flip
-    # std of the 5x5 grid offsets, in [-1, 1] image units (classic: 5 px on a 160 px span). Half of it (0.03) was
-    # measured and rejected: sharper eyes and a higher likeness at equal steps, but the decoder then leaves the edge
-    # of the face untrained and a turned actor's near cheek showed striped garbage (docs/QUALITY.md, "Round 3").
-    warp: float = 0.06
+    # std of the 5x5 grid offsets, in [-1, 1] image units: half the classic (5 px on a 160 px span). At equal steps
+    # the faces come out sharper and more like the person (docs/QUALITY.md, "Round 3"); it needs the skin fill in
+    # training (TrainConfig.skin_fill), without which a turned actor's near cheek showed untrained stripes.
+    warp: float = 0.03
     warp_grid: int = 5
     brightness: float = 0.08  # added, uniform +-
     contrast: float = 0.15  # relative, uniform +-

@@ -5,7 +5,9 @@
   masks and eye/mouth loss weights at the model's output size (``ModelConfig.out_size``).
 - The loss counts the person's own face pixels only: L1 and DSSIM are weighted by the mask (nothing outside it),
   and DSSIM compares the masked images, so no pixel outside the mask (hair, background, a hand) reaches the loss
-  even through SSIM's window. The decoder's mask head learns that mask. No decoder learns to draw hair.
+  even through SSIM's window. The decoder's mask head learns that mask. No decoder learns to draw hair: outside
+  the mask it is pulled, lightly, towards the face's own skin carried past its edge (``losses.skin_fill``), so
+  what it draws there (the near cheek of a turned actor) is plain skin, not untrained noise.
 - ``Trainer(bank, data, cfg, checkpoint_path).run(on_progress, should_stop) -> TrainResult``: every step takes
   ``cfg.batch`` faces of *each* identity in ``data``, augments them on the device (``augment.py``), encodes them
   in one pass and decodes each share with its own decoder. Decoders of identities not in ``data`` are frozen:

@@ -14,7 +14,7 @@ import torch
 from common.errors import TrainingError
 from swap_engine.augment import NO_AUGMENT, AugmentConfig, augment_batch
 from swap_engine.landmarks import FACE_OVAL, LEFT_BROW, LEFT_EYE, LIPS_OUTER, RIGHT_BROW, RIGHT_EYE
-from swap_engine.losses import face_loss, ssim_map
+from swap_engine.losses import face_loss, skin_fill, ssim_map
 from swap_engine.model import FaceBank, ModelConfig, load_bank, model_config
 from swap_engine.train import (
     Progress,
@@ -161,6 +161,25 @@ def test_ssim_and_face_loss():
     left[..., :16], right[..., 16:] = 1, 1
     assert float(face_loss(y, x, left, ssim_weight=0)) > 0.2
     assert float(face_loss(y, x, right, ssim_weight=0)) < 1e-6
+
+
+def test_skin_fill_carries_the_face_past_its_edge_and_never_the_hair():
+    size = 48
+    mask = torch.zeros(1, 1, size, size)
+    mask[..., 12:40, 12:36] = 1.0
+    skin = torch.tensor([0.8, 0.6, 0.5]).view(1, 3, 1, 1)
+    target = torch.where(mask > 0, skin.expand(1, 3, size, size), torch.tensor([0.1, 0.05, 0.0]).view(1, 3, 1, 1))
+    fill = skin_fill(target, mask, sigma=6.0)
+    outside = (mask == 0).expand(1, 3, size, size)
+    # Outside the face: the skin's colour, not the dark hair beside it; inside: the face itself.
+    assert torch.allclose(fill[outside], skin.expand(1, 3, size, size)[outside], atol=1e-3)
+    assert torch.allclose(fill[~outside], target[~outside], atol=1e-3)
+    # And the decoder is pulled there: drawing hair outside the face costs more than drawing skin.
+    emphasis = torch.ones_like(mask)
+    cfg = TrainConfig()
+    as_hair = identity_loss(target, None, target, mask, emphasis, cfg)[0]
+    as_skin = identity_loss(torch.where(mask > 0, target, fill), None, target, mask, emphasis, cfg)[0]
+    assert float(as_hair) > float(as_skin) + 0.05 and float(as_skin) < 1e-3
 
 
 def test_hair_pixels_do_not_count_in_the_loss():
