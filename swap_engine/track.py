@@ -48,14 +48,15 @@ _GRID = 3
 _CELL_CHANGED = 0.3  # a cell whose own histogram moved this far has changed
 
 
-@dataclass
-class Track:
-    """One person's face through the clip: frame index → Face (frame pixel coordinates)."""
+def _view(face: Face) -> float:
+    """How good a thumbnail the face makes: its size, less the more it is turned (an unknown yaw counts as frontal)."""
+    return float(face.size * np.cos(np.radians(min(abs(face.yaw), 80)))) if not np.isnan(face.yaw) else float(face.size)
 
-    index: int
-    faces: dict[int, Face] = field(default_factory=dict)
-    # Identity embeddings of a few of its faces, (k, D) float32 (``attach_embeddings``); None when not computed.
-    embeddings: np.ndarray | None = None
+
+class _FaceRun:
+    """What a track and a person both offer over their ``faces`` (frame → Face, in frame order)."""
+
+    faces: dict[int, Face]
 
     @property
     def frames(self) -> list[int]:
@@ -76,15 +77,25 @@ class Track:
 
     def best_frame(self) -> int:
         """The frame where this face is largest and most frontal (for thumbnails)."""
-        return max(self.faces, key=lambda i: self.faces[i].size * np.cos(np.radians(min(abs(self.faces[i].yaw), 80))))
+        return max(self.faces, key=lambda i: _view(self.faces[i]))
 
     def best_size(self) -> float:
         """The face's size at its best frame (px)."""
         return float(self.faces[self.best_frame()].size)
 
 
+@dataclass
+class Track(_FaceRun):
+    """One person's face through the clip: frame index → Face (frame pixel coordinates)."""
+
+    index: int
+    faces: dict[int, Face] = field(default_factory=dict)
+    # Identity embeddings of a few of its faces, (k, D) float32 (``attach_embeddings``); None when not computed.
+    embeddings: np.ndarray | None = None
+
+
 @dataclass(frozen=True)
-class Person:
+class Person(_FaceRun):
     """One person through the clip: their tracks (one per shot, or more where the detector lost them), never two at
     the same time. Offers what a track offers over all of them: ``faces`` (frame → Face), frames, score."""
 
@@ -92,28 +103,11 @@ class Person:
     tracks: tuple[Track, ...]
 
     @cached_property
-    def faces(self) -> dict[int, Face]:
+    def faces(self) -> dict[int, Face]:  # type: ignore[override]  # a merged view, not a field
         merged: dict[int, Face] = {}
         for t in self.tracks:
             merged.update(t.faces)
         return dict(sorted(merged.items()))
-
-    @property
-    def frames(self) -> list[int]:
-        return list(self.faces)
-
-    @property
-    def first(self) -> int:
-        return min(self.faces)
-
-    @property
-    def last(self) -> int:
-        return max(self.faces)
-
-    @property
-    def score(self) -> float:
-        """Screen time × size over all the person's shots."""
-        return float(sum(t.score for t in self.tracks))
 
     @property
     def number(self) -> int:
@@ -123,13 +117,6 @@ class Person:
     def best_track(self) -> Track:
         """The track with the person's best view (largest, most frontal face): their tile on the contact sheet."""
         return max(self.tracks, key=lambda t: _view(t.faces[t.best_frame()]))
-
-    def best_size(self) -> float:
-        return max(t.best_size() for t in self.tracks)
-
-
-def _view(face: Face) -> float:
-    return float(face.size * np.cos(np.radians(min(abs(face.yaw), 80)))) if not np.isnan(face.yaw) else float(face.size)
 
 
 def people_from_labels(

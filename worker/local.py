@@ -36,7 +36,6 @@ from worker.loop import Worker
 log = logging.getLogger("famswap.worker")
 
 
-
 def local_limits(settings: Settings) -> Settings:
     """The command line's limits for the clip it swaps: its length and pixel size are the user's business on their
     own machine; the frame rate and the frame count (what costs time) stay capped as for the bot."""
