@@ -98,12 +98,14 @@ def _wait_for(path: str, timeout: float = 60.0) -> None:
 
 
 def drain_queue(home: str, key: str, worker_id: str, lease: float, out_path: str, go_path: str) -> None:
-    """Once ``go_path`` exists, claim and complete jobs until none is left; write each claimed id to ``out_path``."""
+    """Say ``out_path``.ready once the store is open; once ``go_path`` exists, claim and complete jobs (each "works"
+    5 ms) until none is left; write each claimed id to ``out_path``."""
 
     async def main() -> None:
         from storage import open_storage
 
         async with open_storage(_settings(home, key), maintenance=False, synchronous="NORMAL") as store:
+            Path(out_path + ".ready").touch()
             _wait_for(go_path)  # every worker is up before the first claim, so they really compete
             with open(out_path, "a", buffering=1) as out:
                 idle = 0
@@ -115,6 +117,7 @@ def drain_queue(home: str, key: str, worker_id: str, lease: float, out_path: str
                         continue
                     idle = 0
                     out.write(f"{job.id}\n")
+                    await asyncio.sleep(0.005)  # a job takes a moment, so a worker that wakes later still finds work
                     await store.heartbeat(job.id, worker_id, lease_seconds=lease)
                     await store.complete(job.id, worker_id, report={"worker": worker_id})
 

@@ -54,7 +54,8 @@ async def test_two_worker_processes_run_200_jobs_exactly_once(settings: Settings
         )
         for n in range(2)
     ]
-    time.sleep(0.5)
+    for out, process in zip(outs, workers, strict=True):  # both have the store open (spawn is slow on a busy box)
+        _wait_file(Path(f"{out}.ready"), process, timeout=120)
     go.touch()
     for process in workers:
         process.join(120)
