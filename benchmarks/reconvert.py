@@ -65,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--color", default="reinhard", choices=("reinhard", "histogram", "none"))
     parser.add_argument("--crop-px", type=int, default=None)
     parser.add_argument("--detail", type=float, default=0.0)
-    parser.add_argument("--detail-sigma", type=float, default=1.0)
+    parser.add_argument("--detail-sigma", type=float, default=1.0,
+                        help="model px; 0: the band above the model's resolution")
+    parser.add_argument("--detail-whole-face", action="store_true", help="detail on eyes, brows, nose, lips too")
     args = parser.parse_args(argv)
     settings = Settings.load()
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             crop_px=args.crop_px,
             detail=args.detail,
             detail_sigma=args.detail_sigma,
+            detail_skin_only=not args.detail_whole_face,
             keep_mouth=args.keep_mouth,
             learned_mask=args.learned_mask,
             hair_model=None if args.no_hair else hair,

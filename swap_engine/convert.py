@@ -108,7 +108,10 @@ class ConvertOptions:
     learned_mask: bool = False
     crop_px: int | None = None  # side of the crop that is colour-matched and blended; None: the decoder's output
     detail: float = 0.0  # how much of the actor's finest detail (above detail_sigma) to lay over the face, 0 = off
-    detail_sigma: float = 1.0  # in pixels of the model's input face: detail finer than this is the actor's
+    # In pixels of the model's input face: detail finer than this is the actor's. 0: exactly what the model's
+    # resolution cannot hold (the crop minus the crop seen at the model's size), nothing the decoder could draw.
+    detail_sigma: float = 1.0
+    detail_skin_only: bool = True  # lay it on the skin only (eyes, brows, nose and lips stay the decoder's)
     hair_threads: int | None = None  # threads running the hair segmenter; None: half the CPU cores, 1 to 4
     blend_threads: int | None = None  # threads masking and pasting faces; None: 1 up to 4 cores, else cores/4 (<= 4)
 
@@ -364,18 +367,25 @@ class FrameSwapper:
 
     def add_detail(self, faces: np.ndarray, crops: np.ndarray, points: list[np.ndarray | None]) -> np.ndarray:
         """The decoder's faces ``(N, S, S, 3)`` plus ``opts.detail`` times the actor crops' detail finer than
-        ``opts.detail_sigma`` model pixels (crop minus its Gaussian blur) on the skin only: pores and stubble-free
-        texture that a decoder reading 64 px faces cannot draw. Eyes, brows, nose and lips, where a face's identity
-        lives, stay the decoder's (``skin_weight``)."""
-        sigma = self.opts.detail_sigma * faces.shape[1] / self.model_size
+        ``opts.detail_sigma`` model pixels (crop minus its Gaussian blur; with ``detail_sigma`` 0, crop minus the
+        crop brought down to the model's size and back: the band a decoder reading ``model_size`` px faces cannot
+        draw). With ``detail_skin_only`` eyes, brows, nose and lips, where a face's identity lives, stay the
+        decoder's (``skin_weight``)."""
+        side = faces.shape[1]
+        sigma = self.opts.detail_sigma * side / self.model_size
         amount = np.float32(self.opts.detail)
         out = np.empty_like(faces)
         for n, (face, crop) in enumerate(zip(faces, crops, strict=True)):
             source = crop.astype(np.float32)
-            fine = source - cv2.GaussianBlur(source, (0, 0), sigma)
+            if sigma > 0:
+                coarse = cv2.GaussianBlur(source, (0, 0), sigma)
+            else:
+                small = cv2.resize(source, (self.model_size, self.model_size), interpolation=cv2.INTER_AREA)
+                coarse = cv2.resize(small, (side, side), interpolation=cv2.INTER_LINEAR)
+            fine = source - coarse
             pts = points[n]
-            if pts is not None:
-                fine *= skin_weight(pts, faces.shape[1])[..., None]
+            if pts is not None and self.opts.detail_skin_only:
+                fine *= skin_weight(pts, side)[..., None]
             out[n] = np.clip(face.astype(np.float32) + amount * fine + 0.5, 0, 255).astype(np.uint8)
         return out
 

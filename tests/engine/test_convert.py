@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -456,3 +457,22 @@ def test_conversion_caps_the_colour_gain_and_detail_is_off_by_default(conv: Simp
     assert weight[y, x].max() < 0.05
     cheek = np.round(points[[50, 280]]).astype(int)  # cheeks: the actor's fine detail may show
     assert weight[cheek[:, 1], cheek[:, 0]].min() > 0.9
+
+
+def test_detail_above_the_models_resolution_adds_only_what_the_model_cannot_draw() -> None:
+    side = 4 * TINY.size  # blended at 4x the model's side, as a face pasted over ~250 px is
+    yy, xx = np.mgrid[0:side, 0:side]
+    # Shading and an 8-model-px pattern (eye sized): both drawable at the model's size, so the decoder's to draw.
+    smooth = (100 + 40 * np.sin(xx / side * np.pi) + 20 * np.sin(yy / 32 * 2 * np.pi))[..., None].repeat(3, 2)
+    fine = 30 * (((xx + yy) % 2) * 2 - 1)[..., None].repeat(3, 2)  # a 1-px checkerboard: far beyond it
+    crops = np.stack([np.clip(smooth + fine, 0, 255).astype(np.uint8)])
+    faces = np.full_like(crops, 120)
+    opts = ConvertOptions(identity="x", crop_px=side, detail=1.0, detail_sigma=0.0, detail_skin_only=False)
+    swapper = FrameSwapper(SimpleNamespace(cfg=TINY), opts, 30.0, 1.25)
+    out = swapper.add_detail(faces, crops, [None]).astype(np.float64) - 120
+    inner = (slice(8, -8), slice(8, -8))  # away from the resize's border effects
+    assert np.corrcoef(out[0][inner].ravel(), fine[inner].ravel())[0, 1] > 0.9  # the checkerboard comes through…
+    assert np.abs(out[0][inner] - fine[inner]).mean() < 1.5  # …but hardly any of the shading or the pattern
+    blurred = replace(opts, detail_sigma=1.0)  # a Gaussian's high-pass also passes some of the pattern
+    wide = FrameSwapper(SimpleNamespace(cfg=TINY), blurred, 30.0, 1.25).add_detail(faces, crops, [None])
+    assert np.abs(wide[0].astype(np.float64)[inner] - 120 - fine[inner]).mean() > 2.5
