@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detail", type=float, default=0.0)
     parser.add_argument("--detail-sigma", type=float, default=1.0,
                         help="model px; 0: the band above the model's resolution")
-    parser.add_argument("--detail-whole-face", action="store_true", help="detail on eyes, brows, nose, lips too")
+    parser.add_argument("--detail-keeps", default="skin", choices=("skin", "no-eyes", "face"),
+                        help="features that stay the decoder's under the detail")
     args = parser.parse_args(argv)
     settings = Settings.load()
     with tempfile.TemporaryDirectory() as tmp:
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             crop_px=args.crop_px,
             detail=args.detail,
             detail_sigma=args.detail_sigma,
-            detail_skin_only=not args.detail_whole_face,
+            detail_keeps=args.detail_keeps,
             keep_mouth=args.keep_mouth,
             learned_mask=args.learned_mask,
             hair_model=None if args.no_hair else hair,

@@ -80,6 +80,10 @@ class SwapTarget:
     pose_range: PoseRange | None = None
 
 
+# ConvertOptions.detail_keeps: the features (segment.FEATURES) that stay the decoder's under the actor's detail.
+DETAIL_KEEPS = {"skin": ("eyes", "nose", "lips"), "no-eyes": ("eyes",), "face": ()}
+
+
 @dataclass(frozen=True)
 class ConvertOptions:
     """How to convert; the defaults are the ones famswap ships with."""
@@ -111,13 +115,17 @@ class ConvertOptions:
     # In pixels of the model's input face: detail finer than this is the actor's. 0: exactly what the model's
     # resolution cannot hold (the crop minus the crop seen at the model's size), nothing the decoder could draw.
     detail_sigma: float = 1.0
-    detail_skin_only: bool = True  # lay it on the skin only (eyes, brows, nose and lips stay the decoder's)
+    # Where the decoder's own features stay free of it: "skin" (eyes with brows, nose and lips stay the decoder's),
+    # "no-eyes" (eyes and brows stay), "face" (nowhere).
+    detail_keeps: str = "skin"
     hair_threads: int | None = None  # threads running the hair segmenter; None: half the CPU cores, 1 to 4
     blend_threads: int | None = None  # threads masking and pasting faces; None: 1 up to 4 cores, else cores/4 (<= 4)
 
     def __post_init__(self) -> None:
         if not self.targets and not self.identity:
             raise ValueError("ConvertOptions needs an identity (with a track) or targets")
+        if self.detail_keeps not in DETAIL_KEEPS:
+            raise ValueError(f"detail_keeps must be one of {sorted(DETAIL_KEEPS)}, got {self.detail_keeps!r}")
 
     def batch_size(self) -> int:
         """Faces per model call: ``batch``, else 16 on a CPU and 64 on a GPU (where a call costs the same)."""
@@ -175,6 +183,7 @@ class _Pending:
     hair_job: Future[np.ndarray] | None = None  # the segmenter's raw map of the 256 px view, until settled
     weight: float = 1.0  # pose weight
     fresh: bool = False  # the first face after a reset: temporal state (hair memory, colour) starts over here
+    model_crop: np.ndarray | None = None  # the same face cut at the model's input size, when that differs
 
 
 class _Timer:
@@ -215,7 +224,8 @@ class FrameSwapper:
         self.bank = bank
         self.opts = opts
         self.fps = fps
-        # Crops are cut at the decoder's output size (the encoder's input is resized from them in swap_faces).
+        # Crops are blended at the decoder's output size or ``crop_px``; the encoder's input is cut from the frame
+        # at its own size, as the face sets it learnt from were (a crop resized in between reads softer).
         self.size: int = opts.crop_px or bank.cfg.out_size  # type: ignore[attr-defined]
         self.model_size: int = bank.cfg.size  # type: ignore[attr-defined]
         self.coverage = coverage
@@ -294,7 +304,10 @@ class FrameSwapper:
         matrix = align.align_matrix(points, self.size, coverage=self.coverage)
         crop = align.warp_crop(frame, matrix, self.size)
         crop_points = align.transform_points(points, matrix)
-        pending = _Pending(index, frame, matrix, crop, crop_points, fresh=self._fresh)
+        model_crop = None
+        if self.model_size != self.size:
+            model_crop = align.warp_crop(frame, matrix * (self.model_size / self.size), self.model_size)
+        pending = _Pending(index, frame, matrix, crop, crop_points, model_crop=model_crop, fresh=self._fresh)
         self._fresh = False
         if self._hair_pool is not None:
             # The segmenter reads hair from a 256 px view of the same crop: at a model's 64-128 px it misses strands.
@@ -337,7 +350,16 @@ class FrameSwapper:
                 self._settle(p)
             start = time.perf_counter()
             crops = np.stack([p.crop for p in faces])
-            swapped, learned = swap_faces(self.bank, crops, self.opts.identity, device=self.opts.device)
+            if faces[0].model_crop is None:
+                swapped, learned = swap_faces(self.bank, crops, self.opts.identity, device=self.opts.device)
+            else:
+                inputs = np.stack([p.model_crop for p in faces])
+                out_size = self.bank.cfg.out_size  # type: ignore[attr-defined]
+                swapped, learned = swap_faces(
+                    self.bank, inputs, self.opts.identity, device=self.opts.device, out_side=out_size
+                )
+                swapped = scale_crops(swapped, self.size, cv2.INTER_CUBIC)
+                learned = None if learned is None else scale_crops(learned, self.size, cv2.INTER_LINEAR)
             self.timer.add("model", start)
             start = time.perf_counter()
             swapped = self.sharpen(swapped)
@@ -369,11 +391,12 @@ class FrameSwapper:
         """The decoder's faces ``(N, S, S, 3)`` plus ``opts.detail`` times the actor crops' detail finer than
         ``opts.detail_sigma`` model pixels (crop minus its Gaussian blur; with ``detail_sigma`` 0, crop minus the
         crop brought down to the model's size and back: the band a decoder reading ``model_size`` px faces cannot
-        draw). With ``detail_skin_only`` eyes, brows, nose and lips, where a face's identity lives, stay the
-        decoder's (``skin_weight``)."""
+        draw). The features ``opts.detail_keeps`` names, where a face's identity lives, stay the decoder's
+        (``skin_weight``)."""
         side = faces.shape[1]
         sigma = self.opts.detail_sigma * side / self.model_size
         amount = np.float32(self.opts.detail)
+        keep = DETAIL_KEEPS[self.opts.detail_keeps]
         out = np.empty_like(faces)
         for n, (face, crop) in enumerate(zip(faces, crops, strict=True)):
             source = crop.astype(np.float32)
@@ -384,8 +407,8 @@ class FrameSwapper:
                 coarse = cv2.resize(small, (side, side), interpolation=cv2.INTER_LINEAR)
             fine = source - coarse
             pts = points[n]
-            if pts is not None and self.opts.detail_skin_only:
-                fine *= skin_weight(pts, side)[..., None]
+            if pts is not None and keep:
+                fine *= skin_weight(pts, side, keep)[..., None]
             out[n] = np.clip(face.astype(np.float32) + amount * fine + 0.5, 0, 255).astype(np.uint8)
         return out
 
@@ -443,6 +466,19 @@ class FrameSwapper:
         if p.weight < 1.0:
             mask = mask * np.float32(p.weight)
         return blend.composite(p.frame, face, p.matrix, mask, mode=self.opts.blend, inplace=inplace)
+
+
+def scale_crops(crops: np.ndarray, side: int, interpolation: int) -> np.ndarray:
+    """Crops ``(N, S, S[, C])`` brought to ``side`` px the way crops of one alignment are related: crop pixel
+    coordinates scale with the side (``align_matrix(points, side)`` is the S-px matrix times ``side / S``), so a
+    face drawn on the S-px crop stays registered with the ``side``-px crop of the same frame."""
+    if crops.shape[1] == side:
+        return crops
+    f = side / crops.shape[1]
+    m = np.array([[f, 0.0, 0.0], [0.0, f, 0.0]])
+    return np.stack(
+        [cv2.warpAffine(c, m, (side, side), flags=interpolation, borderMode=cv2.BORDER_REPLICATE) for c in crops]
+    )
 
 
 def mouth_mask(points: np.ndarray, size: int) -> np.ndarray:

@@ -111,12 +111,18 @@ def inner_face(points: np.ndarray, size: int) -> np.ndarray:
     return part_hulls(points, size, (RIGHT_EYE, LEFT_EYE, _NOSE, LIPS_OUTER), _CORE_GROW)
 
 
-def skin_weight(points: np.ndarray, size: int) -> np.ndarray:
-    """``(S, S)`` float32 in ``[0, 1]``: 0 over the eyes, brows, nose and lips (grown by 4 % of ``size`` and
-    softened), 1 elsewhere: where a face is skin."""
-    parts = (RIGHT_EYE + RIGHT_BROW, LEFT_EYE + LEFT_BROW, _NOSE, LIPS_OUTER)
-    features = part_hulls(points, size, parts, 0.04)
-    return 1.0 - cv2.GaussianBlur(features, (0, 0), max(1, round(size * 0.04)) / 2)
+# Groups of landmarks for ``skin_weight``: where a face's identity lives.
+FEATURES = {"eyes": (RIGHT_EYE + RIGHT_BROW, LEFT_EYE + LEFT_BROW), "nose": (_NOSE,), "lips": (LIPS_OUTER,)}
+
+
+def skin_weight(points: np.ndarray, size: int, features: tuple[str, ...] = ("eyes", "nose", "lips")) -> np.ndarray:
+    """``(S, S)`` float32 in ``[0, 1]``: 0 over the ``features`` (``FEATURES`` keys: eyes with their brows, nose,
+    lips; grown by 4 % of ``size`` and softened), 1 elsewhere: where a face is skin."""
+    parts = tuple(part for name in features for part in FEATURES[name])
+    if not parts:
+        return np.ones((size, size), np.float32)
+    hulls = part_hulls(points, size, parts, 0.04)
+    return 1.0 - cv2.GaussianBlur(hulls, (0, 0), max(1, round(size * 0.04)) / 2)
 
 
 def face_region(

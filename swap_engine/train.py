@@ -741,11 +741,13 @@ def swap_faces(
     *,
     device: str | torch.device | None = None,
     batch: int = 64,
+    out_side: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Draw ``identity``'s face over each crop ``(N, H, H, 3)`` uint8 RGB (any H; resized to and from the model).
 
-    Returns the crops ``(N, H, H, 3)`` uint8 and, for models that learn one, the masks ``(N, H, H)`` float32 in
-    [0, 1] (else None). ``device`` None uses the bank's; the bank is moved there and put in eval mode.
+    Returns the faces ``(N, O, O, 3)`` uint8, O = ``out_side`` (None: H), and, for models that learn one, the masks
+    ``(N, O, O)`` float32 in [0, 1] (else None). ``device`` None uses the bank's; the bank is moved there and put
+    in eval mode.
     """
     crops = np.asarray(crops)
     if crops.ndim != 4 or crops.shape[1] != crops.shape[2] or crops.shape[3] != 3 or crops.dtype != np.uint8:
@@ -754,8 +756,9 @@ def swap_faces(
     dev = torch_device(device) if device is not None else next(bank.parameters()).device
     bank.to(dev).eval()
     n, side, size, out_size = len(crops), crops.shape[1], bank.cfg.size, bank.cfg.out_size
-    out = np.empty_like(crops)
-    masks = np.empty((n, side, side), np.float32) if bank.cfg.learn_mask else None
+    drawn = out_side or side
+    out = np.empty((n, drawn, drawn, 3), np.uint8)
+    masks = np.empty((n, drawn, drawn), np.float32) if bank.cfg.learn_mask else None
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
     for lo in range(0, n, batch):
         x = torch.from_numpy(crops[lo : lo + batch]).to(dev).permute(0, 3, 1, 2).float() / 255  # (b, 3, H, H)
@@ -764,15 +767,15 @@ def swap_faces(
         with amp:
             rgb, mask = bank(x, identity)  # (b, 3, O, O), (b, 1, O, O) | None
         rgb = rgb.float()
-        if side != out_size:
+        if drawn != out_size:
             rgb = F.interpolate(
-                rgb, size=(side, side), mode="bicubic", antialias=side < out_size, align_corners=False
+                rgb, size=(drawn, drawn), mode="bicubic", antialias=drawn < out_size, align_corners=False
             )
         out[lo : lo + batch] = (rgb.clamp(0, 1) * 255 + 0.5).byte().permute(0, 2, 3, 1).cpu().numpy()
         if masks is not None and mask is not None:
             mask = mask.float()
-            if side != out_size:
-                mask = F.interpolate(mask, size=(side, side), mode="bilinear", align_corners=False)
+            if drawn != out_size:
+                mask = F.interpolate(mask, size=(drawn, drawn), mode="bilinear", align_corners=False)
             masks[lo : lo + batch] = mask[:, 0].clamp(0, 1).cpu().numpy()
     return out, masks
 

@@ -467,7 +467,7 @@ def test_detail_above_the_models_resolution_adds_only_what_the_model_cannot_draw
     fine = 30 * (((xx + yy) % 2) * 2 - 1)[..., None].repeat(3, 2)  # a 1-px checkerboard: far beyond it
     crops = np.stack([np.clip(smooth + fine, 0, 255).astype(np.uint8)])
     faces = np.full_like(crops, 120)
-    opts = ConvertOptions(identity="x", crop_px=side, detail=1.0, detail_sigma=0.0, detail_skin_only=False)
+    opts = ConvertOptions(identity="x", crop_px=side, detail=1.0, detail_sigma=0.0, detail_keeps="face")
     swapper = FrameSwapper(SimpleNamespace(cfg=TINY), opts, 30.0, 1.25)
     out = swapper.add_detail(faces, crops, [None]).astype(np.float64) - 120
     inner = (slice(8, -8), slice(8, -8))  # away from the resize's border effects
@@ -476,3 +476,25 @@ def test_detail_above_the_models_resolution_adds_only_what_the_model_cannot_draw
     blurred = replace(opts, detail_sigma=1.0)  # a Gaussian's high-pass also passes some of the pattern
     wide = FrameSwapper(SimpleNamespace(cfg=TINY), blurred, 30.0, 1.25).add_detail(faces, crops, [None])
     assert np.abs(wide[0].astype(np.float64)[inner] - 120 - fine[inner]).mean() > 2.5
+
+
+def test_a_larger_blend_crop_keeps_the_models_input_and_the_faces_place(conv: SimpleNamespace) -> None:
+    from swap_engine.convert import scale_crops
+
+    track = conv.scan.track(0)
+    frame = conv.source[0]
+    small = FrameSwapper(conv.bank, ConvertOptions(identity="person"), 30.0, align.DEFAULT_COVERAGE)
+    large = FrameSwapper(conv.bank, ConvertOptions(identity="person", crop_px=256), 30.0, align.DEFAULT_COVERAGE)
+    a, b = small.prepare(0, frame.copy(), track.faces[0]), large.prepare(0, frame.copy(), track.faces[0])
+    assert a.model_crop is None and b.crop is not None and b.crop.shape == (256, 256, 3)
+    assert np.array_equal(b.model_crop, a.crop)  # the encoder reads the face exactly as at the model's size
+    # A spot the decoder draws at (20, 30) of its 64 px face lands where (20, 30) of that crop is in the frame:
+    # (80, 120) of the 256 px crop, not half a pixel of the small crop off (a centre-aligned resize: 81.5, 121.5).
+    face = np.zeros((1, 64, 64), np.float32)
+    face[0, 30, 20] = 1.0
+    face = cv2.GaussianBlur(face[0], (0, 0), 1.5)[None]
+    up = scale_crops(face, 256, cv2.INTER_LINEAR)[0]
+    yy, xx = np.mgrid[0:256, 0:256]
+    assert abs((up * xx).sum() / up.sum() - 80) < 0.3 and abs((up * yy).sum() / up.sum() - 120) < 0.3
+    out = large.finish([b])[0]
+    assert np.any(out != frame)
