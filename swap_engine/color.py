@@ -187,22 +187,34 @@ class ColorStabilizer:
     def _ema(self, old: np.ndarray | None, new: np.ndarray) -> np.ndarray:
         return new if old is None else self.momentum * old + (1.0 - self.momentum) * new
 
-    def apply(self, src: np.ndarray, ref: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    def apply(
+        self,
+        src: np.ndarray,
+        ref: np.ndarray,
+        mask: np.ndarray | None,
+        *,
+        fit: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None,
+    ) -> np.ndarray:
         """Colour-match ``src`` to ``ref`` like ``reinhard_lab``/``histogram_match``, with smoothed parameters.
 
-        A frame whose mask has (almost) no weight leaves the running state untouched; the face is then mapped with
-        the last parameters (or returned unchanged if there are none yet).
+        ``fit``: ``(src, ref, mask)`` of another size to fit the parameters on instead (a face blended at a larger
+        size than it was drawn is matched on the statistics at the drawn size, where the reference's fine texture,
+        which the face cannot have, does not count as spread). A frame whose mask has (almost) no weight leaves the
+        running state untouched; the face is then mapped with the last parameters (or returned unchanged if none).
         """
         _check(src, ref, mask)
-        w = _weights(mask, src.shape[0] * src.shape[1])
+        fit_src, fit_ref, fit_mask = (src, ref, mask) if fit is None else fit
+        if fit is not None:
+            _check(fit_src, fit_ref, fit_mask)
+        w = _weights(fit_mask, fit_src.shape[0] * fit_src.shape[1])
         if self.method == "histogram":
             if w is not None:
-                self._lut = self._ema(self._lut, histogram_lut(src, ref, w.astype(np.float64)))
+                self._lut = self._ema(self._lut, histogram_lut(fit_src, fit_ref, w.astype(np.float64)))
             return src.copy() if self._lut is None else _apply_lut(src, self._lut)
 
         lab_src = _to_lab(src)
         if w is not None:
-            s, r = lab_stats(lab_src, w), lab_stats(_to_lab(ref), w)
+            s, r = lab_stats(lab_src if fit is None else _to_lab(fit_src), w), lab_stats(_to_lab(fit_ref), w)
             if self._src is None or self._ref is None:
                 self._src, self._ref = s, r
             else:

@@ -378,7 +378,13 @@ class FrameSwapper:
                 # Fitted on the skin alone (eyes, brows and lips of a briefly trained decoder are soft and pale),
                 # with the spread's change capped (COLOUR_MAX_GAIN): the light and tint match, no black-hole eyes.
                 assert p.points is not None
-                matched.append(self.colour.apply(face, p.crop, actor * skin_weight(p.points, self.size)))
+                weight = actor * skin_weight(p.points, self.size)
+                fit = None
+                if p.model_crop is not None:  # fitted where the face was drawn (see ColorStabilizer.apply)
+                    n = self.model_size
+                    fit = (cv2.resize(face, (n, n), interpolation=cv2.INTER_AREA), p.model_crop,
+                           cv2.resize(weight, (n, n), interpolation=cv2.INTER_AREA))  # fmt: skip
+                matched.append(self.colour.apply(face, p.crop, weight, fit=fit))
             masks = [None] * len(faces) if learned is None or not self.opts.learned_mask else list(learned)
             jobs = list(zip(faces, matched, actors, masks, strict=True))
             pasted = self._map(lambda job: self._paste(*job, inplace=inplace), jobs)

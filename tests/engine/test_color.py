@@ -167,3 +167,18 @@ def test_stabilizer_limits_how_much_contrast_it_adds() -> None:
     assert lightness(free).std() > 2.0 * lightness(soft).std()  # the default restores the actor's contrast
     assert lightness(capped).std() <= 1.25 * lightness(soft).std() + 1.0
     assert abs(lightness(capped).mean() - lightness(actor).mean()) < 2.0  # but the light is matched all the same
+
+
+def test_a_face_blended_larger_than_drawn_is_matched_on_the_drawn_sizes_statistics() -> None:
+    small_face, small_ref = _face(1, (200, 150, 120)), _face(2, (120, 110, 150))
+    big = 4 * S
+    face = cv2.resize(small_face, (big, big), interpolation=cv2.INTER_CUBIC)  # a drawn face, scaled up: smooth
+    grain = np.random.default_rng(3).normal(0, 30, (big, big, 1)).astype(np.float32)  # the actor's fine texture
+    ref = np.clip(cv2.resize(small_ref, (big, big), interpolation=cv2.INTER_CUBIC) + grain, 0, 255).astype(np.uint8)
+    fitted = ColorStabilizer(momentum=0.0).apply(face, ref, None, fit=(small_face, small_ref, None))
+    on_small = ColorStabilizer(momentum=0.0).apply(small_face, small_ref, None)
+    grainy = ColorStabilizer(momentum=0.0).apply(face, ref, None)
+    # The same mapping as at the drawn size; fitted on the large crops the grain would count as spread.
+    shrink = cv2.resize(fitted, (S, S), interpolation=cv2.INTER_AREA).astype(np.float64)
+    assert np.abs(shrink - on_small).mean() < 1.5
+    assert _lab(grainy)[..., 0].std() > 1.1 * _lab(fitted)[..., 0].std()
