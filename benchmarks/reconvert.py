@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         report = convert_clip(args.clip, bank, scan, args.out, opts)
     print(f"{args.out}: {report.swapped} of {report.frames} frames swapped, {report.faded} faded; {report.notes}")
+    per_frame = {k: round(1000 * v / max(1, report.frames), 1) for k, v in report.timings.items()}
+    print(f"ms per frame: {per_frame}")
     return 0
 
 
