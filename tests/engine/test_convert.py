@@ -498,3 +498,15 @@ def test_a_larger_blend_crop_keeps_the_models_input_and_the_faces_place(conv: Si
     assert abs((up * xx).sum() / up.sum() - 80) < 0.3 and abs((up * yy).sum() / up.sum() - 120) < 0.3
     out = large.finish([b])[0]
     assert np.any(out != frame)
+
+
+def test_a_decoder_that_draws_twice_its_input_reads_the_face_at_its_input_size(conv: SimpleNamespace) -> None:
+    bank = FaceBank(replace(TINY, out_scale=2), ["person"])  # the hires layout: reads 64 px, draws 128
+    swapper = FrameSwapper(bank, ConvertOptions(identity="person"), 30.0, align.DEFAULT_COVERAGE)
+    track = conv.scan.track(0)
+    pending = swapper.prepare(0, conv.source[0].copy(), track.faces[0])
+    assert pending.crop is not None and pending.crop.shape == (128, 128, 3)
+    assert pending.model_crop is not None and pending.model_crop.shape == (64, 64, 3)
+    out = swapper.finish([pending])[0]
+    diff = np.any(out != conv.source[0], axis=2)
+    assert diff.any() and not (diff & ~face_zone(track.faces[0].box, out.shape)).any()
