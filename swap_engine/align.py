@@ -155,6 +155,20 @@ def warp_crop(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     )
 
 
+def rescale_crops(crops: np.ndarray, side: int, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """Crops ``(N, S, S[, C])`` of one alignment brought to ``side`` px the way such crops relate: crop pixel
+    coordinates scale with the side (``align_matrix(points, side)`` is the S px matrix times ``side / S``), so what
+    is drawn on the S px crop stays registered with the ``side`` px crop of the same frame (a centre-aligned resize
+    would shift it by half a pixel of the difference)."""
+    if crops.shape[1] == side:
+        return crops
+    f = side / crops.shape[1]
+    m = np.array([[f, 0.0, 0.0], [0.0, f, 0.0]])
+    return np.stack(
+        [cv2.warpAffine(c, m, (side, side), flags=interpolation, borderMode=cv2.BORDER_REPLICATE) for c in crops]
+    )
+
+
 def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
     """The affine ``outer ∘ inner`` (apply ``inner`` first)."""
     a = np.vstack([outer, [0, 0, 1]])

@@ -354,12 +354,11 @@ class FrameSwapper:
                 swapped, learned = swap_faces(self.bank, crops, self.opts.identity, device=self.opts.device)
             else:
                 inputs = np.stack([p.model_crop for p in faces])
-                out_size = self.bank.cfg.out_size  # type: ignore[attr-defined]
                 swapped, learned = swap_faces(
-                    self.bank, inputs, self.opts.identity, device=self.opts.device, out_side=out_size
+                    self.bank, inputs, self.opts.identity, device=self.opts.device, as_drawn=True
                 )
-                swapped = scale_crops(swapped, self.size, cv2.INTER_CUBIC)
-                learned = None if learned is None else scale_crops(learned, self.size, cv2.INTER_LINEAR)
+                swapped = align.rescale_crops(swapped, self.size, cv2.INTER_CUBIC)
+                learned = None if learned is None else align.rescale_crops(learned, self.size, cv2.INTER_LINEAR)
             self.timer.add("model", start)
             start = time.perf_counter()
             swapped = self.sharpen(swapped)
@@ -472,19 +471,6 @@ class FrameSwapper:
         if p.weight < 1.0:
             mask = mask * np.float32(p.weight)
         return blend.composite(p.frame, face, p.matrix, mask, mode=self.opts.blend, inplace=inplace)
-
-
-def scale_crops(crops: np.ndarray, side: int, interpolation: int) -> np.ndarray:
-    """Crops ``(N, S, S[, C])`` brought to ``side`` px the way crops of one alignment are related: crop pixel
-    coordinates scale with the side (``align_matrix(points, side)`` is the S-px matrix times ``side / S``), so a
-    face drawn on the S-px crop stays registered with the ``side``-px crop of the same frame."""
-    if crops.shape[1] == side:
-        return crops
-    f = side / crops.shape[1]
-    m = np.array([[f, 0.0, 0.0], [0.0, f, 0.0]])
-    return np.stack(
-        [cv2.warpAffine(c, m, (side, side), flags=interpolation, borderMode=cv2.BORDER_REPLICATE) for c in crops]
-    )
 
 
 def mouth_mask(points: np.ndarray, size: int) -> np.ndarray:

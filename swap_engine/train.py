@@ -741,13 +741,13 @@ def swap_faces(
     *,
     device: str | torch.device | None = None,
     batch: int = 64,
-    out_side: int | None = None,
+    as_drawn: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Draw ``identity``'s face over each crop ``(N, H, H, 3)`` uint8 RGB (any H; resized to and from the model).
 
-    Returns the faces ``(N, O, O, 3)`` uint8, O = ``out_side`` (None: H), and, for models that learn one, the masks
-    ``(N, O, O)`` float32 in [0, 1] (else None). ``device`` None uses the bank's; the bank is moved there and put
-    in eval mode.
+    Returns the faces ``(N, O, O, 3)`` uint8, O = H (``as_drawn``: the decoder's own output size, not resized back),
+    and, for models that learn one, the masks ``(N, O, O)`` float32 in [0, 1] (else None). ``device`` None uses the
+    bank's; the bank is moved there and put in eval mode.
     """
     crops = np.asarray(crops)
     if crops.ndim != 4 or crops.shape[1] != crops.shape[2] or crops.shape[3] != 3 or crops.dtype != np.uint8:
@@ -756,7 +756,7 @@ def swap_faces(
     dev = torch_device(device) if device is not None else next(bank.parameters()).device
     bank.to(dev).eval()
     n, side, size, out_size = len(crops), crops.shape[1], bank.cfg.size, bank.cfg.out_size
-    drawn = out_side or side
+    drawn = out_size if as_drawn else side
     out = np.empty((n, drawn, drawn, 3), np.uint8)
     masks = np.empty((n, drawn, drawn), np.float32) if bank.cfg.learn_mask else None
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()

@@ -479,8 +479,6 @@ def test_detail_above_the_models_resolution_adds_only_what_the_model_cannot_draw
 
 
 def test_a_larger_blend_crop_keeps_the_models_input_and_the_faces_place(conv: SimpleNamespace) -> None:
-    from swap_engine.convert import scale_crops
-
     track = conv.scan.track(0)
     frame = conv.source[0]
     small = FrameSwapper(conv.bank, ConvertOptions(identity="person"), 30.0, align.DEFAULT_COVERAGE)
@@ -493,7 +491,7 @@ def test_a_larger_blend_crop_keeps_the_models_input_and_the_faces_place(conv: Si
     face = np.zeros((1, 64, 64), np.float32)
     face[0, 30, 20] = 1.0
     face = cv2.GaussianBlur(face[0], (0, 0), 1.5)[None]
-    up = scale_crops(face, 256, cv2.INTER_LINEAR)[0]
+    up = align.rescale_crops(face, 256)[0]
     yy, xx = np.mgrid[0:256, 0:256]
     assert abs((up * xx).sum() / up.sum() - 80) < 0.3 and abs((up * yy).sum() / up.sum() - 120) < 0.3
     out = large.finish([b])[0]
