@@ -1,0 +1,317 @@
+"""The person's own detail on the drawn face: what a briefly trained small decoder draws soft, from their enrolled faces.
+
+A ``lite`` decoder trained for minutes on a CPU draws 64 px faces whose eyes and lips are soft blobs, and pasted over
+a 250 px face they stay blobs. The enrolled face set holds the person's real faces at 256 px, cut with the same
+alignment as conversion's crops. For each swapped face ``ReferenceDetail``:
+
+- picks the enrolled faces whose eyes (with irises), brows and lips are shaped most like the actor's, each compared
+  as a departure from its owner's typical face (landmark shapes only, no identity model), weighted, the weights
+  carried over frames so a change of pick fades in;
+- warps them onto where the person's features sit on this frame (their typical layout moved as the actor's face
+  moves: the decoder draws the person's brows and eyes, not the actor's), by a smooth field through the 478 points;
+- replaces the drawn face's band finer than ``band_px`` (the crop minus the crop seen at ``band_px`` px) with
+  theirs, only where their own face shows (their stored face-without-hair mask, warped along: never their hair),
+  and not in a region (an eye, the mouth) that no enrolled face shows as the actor has it (a wink, a shout the
+  person never made): there the drawn face stays.
+
+The drawn face keeps everything coarser than ``band_px``: light, colour, the pose and the expression.
+
+Contract (numpy + OpenCV): faces ``(S, S, 3)`` uint8 RGB; points ``(478, 2)`` float crop pixels; the references are
+``(N, S, S, 3)`` uint8, ``(N, 478, 2)`` float32 and masks ``(N, S, S)`` float32 in [0, 1], at the same side and
+alignment coverage as the faces they are laid on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from swap_engine.landmarks import LEFT_BROW, LEFT_EYE, LIPS_INNER, LIPS_OUTER, RIGHT_BROW, RIGHT_EYE
+from swap_engine.segment import part_hulls
+
+# Landmark groups whose *shape* (centred on the group) says how the face looks: eye opening and gaze (the iris
+# points 468-472 go with the eye on the image's left, 473-477 with the other), brows, lips open or closed.
+_RIGHT_IRIS = tuple(range(468, 473))
+_LEFT_IRIS = tuple(range(473, 478))
+SHAPE_GROUPS: tuple[tuple[int, ...], ...] = (
+    RIGHT_EYE + _RIGHT_IRIS,
+    LEFT_EYE + _LEFT_IRIS,
+    RIGHT_BROW,
+    LEFT_BROW,
+    LIPS_OUTER,
+    LIPS_INNER,
+)
+_LAYOUT = tuple(sorted(set(RIGHT_EYE + LEFT_EYE + LIPS_OUTER + (1, 4, 6, 152))))  # where the features sit (pose)
+LAYOUT_WEIGHT = 0.5  # of the layout term against the shape terms
+# Regions whose detail fades on its own when no enrolled face shows them as the actor has them (a wink, a shout the
+# person never made): each eye with its brow, and the mouth; indices into SHAPE_GROUPS, and the landmarks of the area.
+REGIONS: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...] = (
+    ((0, 2), RIGHT_EYE + RIGHT_BROW),
+    ((1, 3), LEFT_EYE + LEFT_BROW),
+    ((4, 5), LIPS_OUTER),
+)
+CONFIDENT_BELOW = 1.5  # x the region's usual gap: the person's detail in full
+CONFIDENT_NONE = 3.0  # x: none of it
+_GROUP_SLICES: list[slice] = []
+_at = 0
+for _g in SHAPE_GROUPS:
+    _GROUP_SLICES.append(slice(_at, _at + 2 * len(_g)))
+    _at += 2 * len(_g)
+
+
+def shape_descriptor(points: np.ndarray, size: int) -> np.ndarray:
+    """``(D,)`` float32: each group's points about its own centre, then the layout about its centre, in units of
+    ``size`` (so crops of any side compare)."""
+    p = np.asarray(points, np.float64) / float(size)
+    parts = [(p[list(g)] - p[list(g)].mean(axis=0)).ravel() for g in SHAPE_GROUPS]
+    layout = p[list(_LAYOUT)]
+    parts.append(LAYOUT_WEIGHT * (layout - layout.mean(axis=0)).ravel())
+    return np.concatenate(parts).astype(np.float32)
+
+
+def displacement_fields(srcs: np.ndarray, dst: np.ndarray, size: int, sigma: float) -> np.ndarray:
+    """``(K, size, size, 2)`` float32: for each pixel of the ``dst`` layout, the offset to where it sits in each of
+    the ``K`` ``srcs`` layouts, interpolated smoothly from the landmark pairs (``srcs`` ``(K, N, 2)``, ``dst``
+    ``(N, 2)`` crop pixels): a normalised Gaussian splat of width ``sigma`` px, and a 6x wider one (made at a
+    quarter of the side) filling the gaps between landmarks and beyond them."""
+    srcs = np.asarray(srcs, np.float64)
+    dst = np.asarray(dst, np.float64)
+    at = np.round(dst).astype(np.int64)
+    inside = (at[:, 0] >= 0) & (at[:, 0] < size) & (at[:, 1] >= 0) & (at[:, 1] < size)
+    at = at[inside]
+    k = len(srcs)
+    values = [(srcs[i][inside] - dst[inside]).astype(np.float32) for i in range(k)]
+    values.append(np.ones((len(at), 1), np.float32))
+    num = np.zeros((size, size, 2 * k + 1), np.float32)  # offsets of every source, then the landmark count
+    np.add.at(num, (at[:, 1], at[:, 0]), np.concatenate(values, axis=1))
+    fine = cv2.GaussianBlur(num, (0, 0), sigma).reshape(size, size, -1)
+    small = max(8, size // 4)
+    coarse = cv2.resize(num, (small, small), interpolation=cv2.INTER_AREA).reshape(small, small, -1)
+    coarse = cv2.GaussianBlur(coarse, (0, 0), 6 * sigma * small / size).reshape(small, small, -1)
+    # (INTER_AREA averages, so a landmark's weight per full-size pixel is what the fine splat gives it)
+    wide = cv2.resize(coarse, (size, size), interpolation=cv2.INTER_LINEAR).reshape(size, size, -1)
+    # Where landmarks are dense the fine splat decides; between and beyond them the wide one takes over.
+    mixed = fine + 0.05 * wide
+    norm = np.maximum(mixed[..., -1:], 1e-8)
+    fields: np.ndarray = (mixed[..., :-1] / norm).reshape(size, size, k, 2).transpose(2, 0, 1, 3)
+    return np.ascontiguousarray(fields, dtype=np.float32)
+
+
+def displacement_field(src: np.ndarray, dst: np.ndarray, size: int, sigma: float) -> np.ndarray:
+    """``displacement_fields`` for one source layout: ``(size, size, 2)`` float32."""
+    field: np.ndarray = displacement_fields(np.asarray(src)[None], dst, size, sigma)[0]
+    return field
+
+
+def warp_by_field(image: np.ndarray, field: np.ndarray) -> np.ndarray:
+    """``image`` (any channels, ``(S, S[, C])``) resampled so that pixel ``x`` shows ``image[x + field[x]]``."""
+    size = field.shape[0]
+    grid = np.mgrid[0:size, 0:size].astype(np.float32)  # (2, S, S): y, x
+    map_x = grid[1] + field[..., 0]
+    map_y = grid[0] + field[..., 1]
+    out: np.ndarray = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return out
+
+
+def fine_band(image: np.ndarray, model_size: int) -> np.ndarray:
+    """``image`` ``(S, S, C)`` float32 minus the same image brought down to ``model_size`` px and back: the detail a
+    decoder drawing ``model_size`` px faces cannot hold. Float32, about zero-mean."""
+    side = image.shape[0]
+    small = cv2.resize(image, (model_size, model_size), interpolation=cv2.INTER_AREA)
+    coarse = cv2.resize(small, (side, side), interpolation=cv2.INTER_LINEAR)
+    band: np.ndarray = image - coarse
+    return band
+
+
+@dataclass(frozen=True)
+class References:
+    """A person's enrolled faces for detail: crops ``(N, S, S, 3)`` uint8 RGB, points ``(N, 478, 2)`` float32, masks
+    ``(N, S, S)`` float32 (their face without hair), all at side S."""
+
+    crops: np.ndarray
+    points: np.ndarray
+    masks: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return int(self.crops.shape[1])
+
+    def resized(self, size: int) -> References:
+        """The same faces at side ``size``."""
+        if size == self.size:
+            return self
+        crops = np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in self.crops])
+        masks = np.stack([cv2.resize(m, (size, size), interpolation=cv2.INTER_AREA) for m in self.masks])
+        return References(crops, (self.points * (size / self.size)).astype(np.float32), masks)
+
+
+class ReferenceDetail:
+    """Per face track: ``apply(face, points)`` returns the drawn face with the person's detail laid over it; call in
+    frame order, ``reset()`` at cuts, ``learn_actor`` once with the actor's faces over the clip. ``amount`` scales the band; ``picks`` enrolled faces blend, weighted by how
+    close their shapes are, the weights carried over frames (``memory``) so a change of pick fades in."""
+
+    def __init__(
+        self, refs: References, model_size: int, *, amount: float = 1.0, picks: int = 3, memory: float = 0.6,
+        warp_sigma: float | None = None, band_px: int | None = None,
+    ) -> None:  # fmt: skip
+        if len(refs.crops) == 0:
+            raise ValueError("no reference faces")
+        self.refs = refs
+        self.size = refs.size
+        self.model_size = model_size
+        self.band_px = int(band_px or model_size)  # detail finer than a face this many px wide is the reference's
+        self.amount = float(amount)
+        self.picks = max(1, min(int(picks), len(refs.crops)))
+        self.memory = float(memory)
+        self.warp_sigma = warp_sigma if warp_sigma is not None else self.size / 64.0
+        # Shapes are compared as departures from each person's own typical face: a man with narrow eyes looking
+        # ahead should pick her eyes looking ahead, not her squints.
+        # Without the actor's typical face (``learn_actor``) the shapes compare as they are.
+        self.shapes = np.stack([shape_descriptor(p, self.size) for p in refs.points])  # (N, D)
+        self.typical = np.median(self.shapes, axis=0)
+        self.typical_points = np.median(refs.points, axis=0)  # (478, 2): the person's own layout
+        self.actor_typical: np.ndarray | None = None
+        self.actor_points: np.ndarray | None = None
+        self._weights: dict[int, float] = {}
+        # Per region, how far a pick typically is from the actor's shape on this clip (``learn_actor``; before it,
+        # how far the person's own faces spread): a frame whose best picks are much further off than that shows
+        # something the person never enrolled (a wink, a shout), and that region keeps the drawn face.
+        self.region_scale = np.array([self._spread(groups) for groups, _ in REGIONS])
+        self._confidence: np.ndarray | None = None
+
+    def _columns(self, groups: tuple[int, ...]) -> np.ndarray:
+        return np.concatenate([np.arange(self.shapes.shape[1])[_GROUP_SLICES[g]] for g in groups])
+
+    def _spread(self, groups: tuple[int, ...]) -> float:
+        part = (self.shapes - self.typical)[:, self._columns(groups)]
+        return max(float(np.median(np.sqrt((part**2).mean(axis=1)))), 1e-4)
+
+    def _gaps(self, shape: np.ndarray, refs: np.ndarray, picks: dict[int, float]) -> np.ndarray:
+        """Per region, the picks' weighted distance to ``shape`` (both already relative, see ``choose``)."""
+        out = np.empty(len(REGIONS))
+        for r, (groups, _) in enumerate(REGIONS):
+            cols = self._columns(groups)
+            out[r] = sum(w * float(np.sqrt(((refs[i, cols] - shape[cols]) ** 2).mean())) for i, w in picks.items())
+        return out
+
+    def _relative(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        shape, refs = shape_descriptor(points, self.size), self.shapes
+        if self.actor_typical is not None:
+            shape, refs = shape - self.actor_typical, refs - self.typical
+        return shape, refs
+
+    def region_confidence(self, points: np.ndarray, picks: dict[int, float]) -> np.ndarray:
+        """``(len(REGIONS),)`` in [0, 1]: 1 where the picks show the region about as well as usual
+        (``CONFIDENT_BELOW`` x ``region_scale``), 0 from ``CONFIDENT_NONE`` x; carried over frames like the picks."""
+        shape, refs = self._relative(points)
+        ratio = self._gaps(shape, refs, picks) / self.region_scale
+        conf: np.ndarray = np.clip((CONFIDENT_NONE - ratio) / (CONFIDENT_NONE - CONFIDENT_BELOW), 0.0, 1.0)
+        if self._confidence is not None:
+            conf = self.memory * self._confidence + (1 - self.memory) * conf
+        self._confidence = conf
+        return conf
+
+    def reset(self) -> None:
+        self._weights = {}
+        self._confidence = None
+
+    def learn_actor(self, points: list[np.ndarray]) -> None:
+        """The actor's typical shape, from their faces' crop points (``(478, 2)`` each, at this side) over the clip."""
+        if not points:
+            return
+        self.actor_typical = np.median(np.stack([shape_descriptor(p, self.size) for p in points]), axis=0)
+        self.actor_points = np.median(np.stack(points), axis=0)
+        saved = self._weights
+        gaps = []
+        for p in points:
+            self._weights = {}
+            gaps.append(self._gaps(*self._relative(p), self.choose(p)))
+        self._weights = saved
+        spread = np.array([self._spread(groups) for groups, _ in REGIONS])
+        self.region_scale = np.maximum(np.median(np.stack(gaps), axis=0), 0.5 * spread)
+
+    def person_layout(self, points: np.ndarray) -> np.ndarray:
+        """Where the person's features sit on this frame: their own typical layout moved as the actor's face moves
+        from its typical layout (the decoder draws the person's features, not the actor's). Without the actor's
+        typical face, the actor's points as they are."""
+        if self.actor_points is None:
+            return np.asarray(points, np.float32)
+        moved: np.ndarray = (np.asarray(points) - self.actor_points + self.typical_points).astype(np.float32)
+        return moved
+
+    def choose(self, points: np.ndarray) -> dict[int, float]:
+        """The enrolled faces to draw detail from and their weights (summing to 1), carried over from earlier frames."""
+        shape, refs = self._relative(points)
+        d = np.sqrt(((refs - shape) ** 2).mean(axis=1))  # (N,)
+        order = np.argsort(d)[: self.picks]
+        scale = max(float(d[order[0]]) * 0.25, 1e-6)
+        now = {int(i): float(np.exp(-(d[i] - d[order[0]]) / scale)) for i in order}
+        total = sum(now.values())
+        now = {i: w / total for i, w in now.items()}
+        if self._weights:
+            mixed = {i: (1 - self.memory) * now.get(i, 0.0) + self.memory * self._weights.get(i, 0.0)
+                     for i in set(now) | set(self._weights)}  # fmt: skip
+            kept = dict(sorted(mixed.items(), key=lambda kv: -kv[1])[: self.picks + 1])
+            total = sum(kept.values())
+            now = {i: w / total for i, w in kept.items() if w / total > 0.02}
+            total = sum(now.values())
+            now = {i: w / total for i, w in now.items()}
+        self._weights = now
+        return now
+
+    def register(self, indices: list[int], points: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Enrolled faces ``indices`` and their masks warped onto the layout ``points``: ``(S, S, 3)`` float32 and
+        ``(S, S)`` float32 each."""
+        fields = displacement_fields(self.refs.points[indices], points, self.size, self.warp_sigma)
+        out = []
+        for index, field in zip(indices, fields, strict=True):
+            crop = warp_by_field(self.refs.crops[index], field).astype(np.float32)
+            out.append((crop, warp_by_field(self.refs.masks[index], field)))
+        return out
+
+    def apply(self, face: np.ndarray, points: np.ndarray, region: np.ndarray | None = None) -> np.ndarray:
+        """``face`` ``(S, S, 3)`` uint8 (the decoder's, scaled to S) with its band finer than ``band_px`` replaced by
+        the chosen enrolled faces' (``amount`` of it), where their face (and ``region``, ``(S, S)`` float32, if
+        given) is and the region's picks are trusted (``region_confidence``)."""
+        if face.shape[:2] != (self.size, self.size):
+            raise ValueError(f"face {face.shape[:2]} does not match the {self.size} px references")
+        band = np.zeros(face.shape, np.float32)
+        cover = np.zeros(face.shape[:2], np.float32)  # how much of each pixel the references speak for
+        layout = self.person_layout(points)
+        picks = self.choose(points)
+        trust = np.ones(face.shape[:2], np.float32)
+        for conf, (_, area) in zip(self.region_confidence(points, picks), REGIONS, strict=True):
+            if conf < 1.0:
+                hull = part_hulls(layout, self.size, (area,), 0.04)
+                hull = cv2.GaussianBlur(hull, (0, 0), max(1.0, self.size * 0.02))
+                trust *= 1.0 - np.float32(1.0 - conf) * hull
+        region = trust if region is None else region * trust
+        indices = list(picks)
+        for weight, (crop, mask) in zip(picks.values(), self.register(indices, layout), strict=True):
+            if region is not None:
+                mask = mask * region
+            band += np.float32(weight) * fine_band(crop, self.band_px) * mask[..., None]
+            cover += np.float32(weight) * mask
+        # The drawn face's own band is replaced there, not added to: below the model's resolution the decoder drew
+        # the features too, and both together would draw them twice as dark.
+        own = fine_band(face.astype(np.float32), self.band_px) * cover[..., None]
+        out: np.ndarray = np.clip(
+            face.astype(np.float32) + np.float32(self.amount) * (band - own) + 0.5, 0, 255
+        ).astype(np.uint8)
+        return out
+
+
+def load_references(folder: object, size: int, *, limit: int = 250) -> References:
+    """A face-set folder's crops, points and masks as ``References`` at side ``size``."""
+    from pathlib import Path
+
+    from swap_engine.faceset import load_faceset
+
+    faces = load_faceset(Path(str(folder)))
+    n = min(limit, len(faces.crops))
+    refs = References(
+        faces.crops[:n], faces.points[:n].astype(np.float32), faces.masks[:n].astype(np.float32)
+    )
+    return refs.resized(size)

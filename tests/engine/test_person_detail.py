@@ -1,0 +1,121 @@
+"""The person's own detail: landmark warps, the band it lays, the picks and how they carry over frames."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from swap_engine import align
+from swap_engine.person_detail import (
+    ReferenceDetail,
+    References,
+    displacement_field,
+    fine_band,
+    shape_descriptor,
+    warp_by_field,
+)
+
+SIZE = 128
+
+
+def _points(seed: int = 0, *, eye_open: float = 1.0, right_open: float | None = None) -> np.ndarray:
+    """478 plausible crop points: the canonical template spread over the face, eyes opened by ``eye_open``."""
+    rng = np.random.default_rng(seed)
+    base = align.template_points(SIZE)
+    centre = base.mean(axis=0)
+    pts = centre + rng.normal(0.0, SIZE * 0.15, (478, 2))
+    from swap_engine.landmarks import LEFT_EYE, RIGHT_EYE
+
+    for eye, opening in ((RIGHT_EYE, eye_open if right_open is None else right_open), (LEFT_EYE, eye_open)):
+        idx = list(eye)
+        c = pts[idx].mean(axis=0)
+        pts[idx, 1] = c[1] + (pts[idx, 1] - c[1]) * opening
+    return np.clip(pts, 2, SIZE - 3).astype(np.float32)
+
+
+def _textured(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 256, (SIZE, SIZE, 3)).astype(np.uint8)
+    return cv2.GaussianBlur(img, (0, 0), 1.0)
+
+
+def test_displacement_field_moves_the_reference_onto_the_new_landmarks():
+    src = np.array([[x, y] for x in range(16, 112, 8) for y in range(16, 112, 8)], np.float32)
+    dst = src + np.array([5.0, -3.0], np.float32)  # the same face 5 px right and 3 px up
+    field = displacement_field(src, dst, SIZE, sigma=2.0)
+    inside = field[30:90, 30:90]
+    assert np.allclose(inside[..., 0], -5.0, atol=0.05) and np.allclose(inside[..., 1], 3.0, atol=0.05)
+    image = _textured(1)
+    moved = warp_by_field(image, field)
+    # A pixel of the source shows up 5 px right and 3 px up.
+    assert np.abs(moved[40:80, 45:85].astype(int) - image[43:83, 40:80].astype(int)).max() <= 1
+
+
+def test_fine_band_is_what_a_smaller_face_cannot_show():
+    smooth = cv2.resize(_textured(2), (16, 16), interpolation=cv2.INTER_AREA)
+    smooth = cv2.resize(smooth, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    assert np.abs(fine_band(smooth, 16)).mean() < 3  # next to nothing above 16 px in a face made at 16 px
+    sharp = _textured(2).astype(np.float32)
+    assert np.abs(fine_band(sharp, 16)).mean() > 10
+
+
+def _refs(n: int, opens: list[float], mask_value: float = 1.0) -> References:
+    crops = np.stack([_textured(10 + k) for k in range(n)])
+    points = np.stack([_points(0, eye_open=o) for o in opens])
+    masks = np.full((n, SIZE, SIZE), mask_value, np.float32)
+    return References(crops, points, masks)
+
+
+def test_picks_follow_the_expression_not_the_two_peoples_features():
+    refs = _refs(3, [0.3, 1.0, 1.6])
+    detail = ReferenceDetail(refs, model_size=32, picks=1, memory=0.0)
+    assert list(detail.choose(_points(0, eye_open=1.55))) == [2]
+    assert list(detail.choose(_points(0, eye_open=0.35))) == [0]
+    # An actor whose eyes are narrow by nature (typical 0.5): eyes as open as usual for them pick her usual eyes.
+    detail.learn_actor([_points(0, eye_open=0.5)] * 5)
+    assert list(detail.choose(_points(0, eye_open=0.5))) == [1]
+
+
+def test_a_change_of_pick_fades_in_over_frames():
+    refs = _refs(2, [0.3, 1.6])
+    detail = ReferenceDetail(refs, model_size=32, picks=1, memory=0.6)
+    assert detail.choose(_points(0, eye_open=0.3)) == {0: 1.0}
+    after = detail.choose(_points(0, eye_open=1.6))
+    assert 0.3 < after[1] < 0.5 and after[0] == pytest.approx(1 - after[1])  # not a jump to the new face
+    for _ in range(8):
+        after = detail.choose(_points(0, eye_open=1.6))
+    assert after == {1: pytest.approx(1.0)}
+    detail.reset()  # at a cut it starts over
+    assert detail.choose(_points(0, eye_open=0.3)) == {0: 1.0}
+
+
+def test_detail_only_where_the_reference_shows_its_own_face():
+    face = np.full((SIZE, SIZE, 3), 128, np.uint8)
+    points = _points(0)
+    no_face = ReferenceDetail(_refs(2, [1.0, 1.0], mask_value=0.0), model_size=32)  # all hair, say
+    assert np.array_equal(no_face.apply(face, points), face)
+    with_face = ReferenceDetail(_refs(2, [1.0, 1.0], mask_value=1.0), model_size=32)
+    out = with_face.apply(face, points).astype(int)
+    assert np.abs(out - 128).mean() > 5  # the references' texture is laid on
+    assert abs(out.mean() - 128) < 2  # ... as detail: the drawn face's light and colour stay
+
+
+def test_shape_descriptor_ignores_where_the_crop_is_cut():
+    pts = _points(3)
+    assert np.allclose(shape_descriptor(pts, SIZE), shape_descriptor(pts * 2, SIZE * 2), atol=1e-6)
+
+
+def test_a_region_no_enrolled_face_shows_keeps_the_drawn_face():
+    """A wink the person never made: that eye keeps the decoder's face, the other eye gets the person's detail."""
+    from swap_engine.landmarks import LEFT_EYE, RIGHT_EYE
+    from swap_engine.segment import part_hulls
+
+    refs = _refs(6, [0.9, 0.95, 1.0, 1.05, 1.1, 1.0])
+    detail = ReferenceDetail(refs, model_size=32, memory=0.0)
+    face = np.full((SIZE, SIZE, 3), 128, np.uint8)
+    wink = _points(0, eye_open=1.0, right_open=0.05)
+    changed = np.abs(detail.apply(face, wink).astype(int) - 128).mean(axis=2)
+    right = part_hulls(wink, SIZE, (RIGHT_EYE,), 0.0) > 0
+    left = part_hulls(wink, SIZE, (LEFT_EYE,), 0.0) > 0
+    assert changed[left].mean() > 5 * max(changed[right].mean(), 0.2)
