@@ -3,7 +3,7 @@ of the conversion alone (masks, colour, mouth, detail), the training held fixed.
 
     FAMSWAP_HOME=H FAMSWAP_KEY_FILE=K .venv/bin/python benchmarks/reconvert.py CLIP --identity NAME --out OUT.mp4 \\
         [--keep-mouth] [--no-hair] [--no-pose-fade] [--learned-mask] [--sharpen 1.0] [--color reinhard] \\
-        [--crop-px 256 --detail 0.8 --detail-sigma 0.75]
+        [--crop-px 256 --detail 0.8 --detail-sigma 0.75] [--person-detail 1.0 --person-detail-px 32]
 
 H and K are the data home and key of the earlier `famswap swap` (benchmarks/quality_swap.sh keeps them as
 $OUT/home-M and $OUT/home-M/key). NAME is the person as `famswap identities` lists them (`--identity-from` enrolls
@@ -69,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="model px; 0: the band above the model's resolution")
     parser.add_argument("--detail-keeps", default="skin", choices=("skin", "no-eyes", "face"),
                         help="features that stay the decoder's under the detail")
+    parser.add_argument("--person-detail", type=float, default=ConvertOptions.person_detail,
+                        help="the person's own detail from their face set (0 = off; default: as shipped)")
+    parser.add_argument("--person-detail-px", type=int, default=None,
+                        help="detail finer than a face this wide is the person's (default: half the decoder's side)")
     args = parser.parse_args(argv)
     settings = Settings.load()
     with tempfile.TemporaryDirectory() as tmp:
@@ -87,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
             detail=args.detail,
             detail_sigma=args.detail_sigma,
             detail_keeps=args.detail_keeps,
+            person_detail=args.person_detail,
+            person_detail_px=args.person_detail_px,
+            faceset=faces,
             keep_mouth=args.keep_mouth,
             learned_mask=args.learned_mask,
             hair_model=None if args.no_hair else hair,

@@ -49,6 +49,7 @@ import numpy as np
 
 from swap_engine import align, blend, color, label, smooth, video
 from swap_engine.landmarks import LIPS_INNER
+from swap_engine.person_detail import ReferenceDetail, load_references
 from swap_engine.pose_fade import ADVICE, FADED_BELOW, FadeFilter, PoseRange
 from swap_engine.segment import part_hulls, skin_weight
 from swap_engine.track import MIN_SWAP_FACE_PX, ClipScan
@@ -60,6 +61,7 @@ ProgressFn = Callable[[int, int], None]
 # Radius (Gaussian sigma) of the unsharp mask, in pixels of the model's input face (64 px for lite). See
 # FrameSwapper.sharpen.
 SHARPEN_SIGMA_MODEL_PX = 1.5
+PERSON_DETAIL_CROP_PX = 256  # the blend crop when the person's detail is on: the face sets' own side
 # How much of the previous frames' hair map carries into this frame's (crops are aligned on smoothed landmarks, so
 # hair stays put in crop space; this calms the segmenter's frame-to-frame shimmer at strand edges).
 HAIR_MEMORY = 0.5
@@ -78,6 +80,7 @@ class SwapTarget:
     person: int
     identity: str
     pose_range: PoseRange | None = None
+    faceset: Path | None = None  # the identity's face-set folder: their own detail (ConvertOptions.person_detail)
 
 
 # ConvertOptions.detail_keeps: the features (segment.FEATURES) that stay the decoder's under the actor's detail.
@@ -118,6 +121,14 @@ class ConvertOptions:
     # Where the decoder's own features stay free of it: "skin" (eyes with brows, nose and lips stay the decoder's),
     # "no-eyes" (eyes and brows stay), "face" (nowhere).
     detail_keeps: str = "skin"
+    # How much of the person's own detail to lay over the drawn face (person_detail.py: from the enrolled faces of
+    # ``faceset`` most like the actor's expression, warped onto the face; 0 = off). Detail finer than a face
+    # ``person_detail_px`` wide is theirs (None: half the decoder's output side, below which a briefly trained
+    # decoder's features are soft). A decoder that already draws the blend crop's side (``hires``) gets none.
+    # Measured (docs/QUALITY.md Round 5): both pairs' likeness and sharpness up, eyes with lids and irises.
+    person_detail: float = 1.0
+    person_detail_px: int | None = None
+    faceset: Path | None = None  # the person's face-set folder (with ``targets``: each SwapTarget's own)
     hair_threads: int | None = None  # threads running the hair segmenter; None: half the CPU cores, 1 to 4
     blend_threads: int | None = None  # threads masking and pasting faces; None: 1 up to 4 cores, else cores/4 (<= 4)
 
@@ -226,8 +237,16 @@ class FrameSwapper:
         self.fps = fps
         # Crops are blended at the decoder's output size or ``crop_px``; the encoder's input is cut from the frame
         # at its own size, as the face sets it learnt from were (a crop resized in between reads softer).
-        self.size: int = opts.crop_px or bank.cfg.out_size  # type: ignore[attr-defined]
         self.model_size: int = bank.cfg.size  # type: ignore[attr-defined]
+        self.detail: ReferenceDetail | None = None
+        crop_px = opts.crop_px
+        if opts.person_detail > 0 and opts.faceset is not None:
+            crop_px = crop_px or max(PERSON_DETAIL_CROP_PX, bank.cfg.out_size)  # type: ignore[attr-defined]
+            if crop_px > bank.cfg.out_size:  # type: ignore[attr-defined]
+                refs = load_references(opts.faceset, crop_px)
+                band = opts.person_detail_px or bank.cfg.out_size // 2  # type: ignore[attr-defined]
+                self.detail = ReferenceDetail(refs, bank.cfg.out_size, amount=opts.person_detail, band_px=band)  # type: ignore[attr-defined]
+        self.size: int = crop_px or bank.cfg.out_size  # type: ignore[attr-defined]
         self.coverage = coverage
         self.points_filter = smooth.OneEuroFilter(vector_axis=-1)
         self.colour = (
@@ -276,6 +295,18 @@ class FrameSwapper:
         for segmenter in self._segmenters:
             segmenter.close()  # type: ignore[attr-defined]
         self._segmenters.clear()
+
+    def learn_actor(self, faces: list[Any]) -> None:
+        """Show the person's detail picker the actor's faces over the clip (``landmarks.Face``, frame pixels), so it
+        compares expressions, not the two people's features."""
+        if self.detail is None or not faces:
+            return
+        step = max(1, len(faces) // 200)
+        crops = []
+        for face in faces[::step]:
+            points = face.points.astype(np.float64)
+            crops.append(align.transform_points(points, align.align_matrix(points, self.size, self.coverage)))
+        self.detail.learn_actor(crops)
 
     def reset(self) -> None:
         """Forget temporal state: at scene cuts and when the face comes back after a gap. The smoothing of points
@@ -364,6 +395,16 @@ class FrameSwapper:
             swapped = self.sharpen(swapped)
             if self.opts.detail > 0:
                 swapped = self.add_detail(swapped, crops, [p.points for p in faces])
+            if self.detail is not None:
+                dt = time.perf_counter()
+                detailed = []
+                for face, p in zip(swapped, faces, strict=True):
+                    if p.fresh:  # a cut or a gap: the picks start over, like the colour statistics
+                        self.detail.reset()
+                    assert p.points is not None
+                    detailed.append(self.detail.apply(face, p.points))
+                swapped = np.stack(detailed)
+                self.timer.add("person_detail", dt)
             # The actor's masks and the pasting are per frame, so they may run on the blend threads; colour matching
             # carries its statistics from frame to frame, so it runs here, in frame order.
             actors = self._map(self.actor_mask, faces)
@@ -498,11 +539,14 @@ def convert_clip(
     cover = align.DEFAULT_COVERAGE if coverage is None else coverage
     timer = _Timer()
     if opts.targets:
-        targets = [(scan.person(t.person).faces, replace(opts, identity=t.identity, pose_range=t.pose_range))
+        targets = [(scan.person(t.person).faces,
+                    replace(opts, identity=t.identity, pose_range=t.pose_range, faceset=t.faceset))
                    for t in opts.targets]  # fmt: skip
     else:
         targets = [(scan.track(opts.track).faces, opts)]
     swappers = [FrameSwapper(bank, o, fps, cover, timer) for _, o in targets]
+    for (faces_of, _), swapper in zip(targets, swappers, strict=True):
+        swapper.learn_actor(list(faces_of.values()))
     renderer = label.LabelRenderer(info.width, info.height, opts.label_style)
     total = scan.frame_count
     sample_at = set(np.linspace(0, max(total - 1, 0), num=min(opts.comparison_frames, total), dtype=int).tolist())

@@ -83,6 +83,7 @@ def test_swap_start_to_finish(media: dict[str, Path], env: dict[str, str], tmp_p
         assert any(line.startswith(stage) for line in run.stderr.replace("\r", "\n").splitlines()), stage
     report = json.loads(out.with_name("OUT.json").read_text())
     assert report["frames"] == FRAMES and report["has_audio"] and report["swapped"] > FRAMES // 2
+    assert "person_detail" in report["timings"]  # the person's own detail from their face set, by default
     info = video.probe(out, count_frames=True)
     assert info.frame_count == FRAMES and info.has_audio and info.size == (160, 160)
     assert info.tags.get("synthetic") == "true"

@@ -168,7 +168,8 @@ def _run_swap(ctx: JobContext, stored: str) -> Outcome:
     max_bytes = spec.max_bytes or ctx.settings.output_max_bytes
     targets = tuple(
         SwapTarget(person=face, identity=identity.engine_id,
-                   pose_range=pipeline.pose_range(training[identity.engine_id]))
+                   pose_range=pipeline.pose_range(training[identity.engine_id]),
+                   faceset=training[identity.engine_id])
         for face, identity in zip(faces, identities, strict=True)
     )  # fmt: skip
     opts = ConvertOptions(targets=targets, device=ctx.device, max_bytes=max_bytes, hair_model=hair)

@@ -310,6 +310,17 @@ def curly(photos: Path, landmarker_model: Path, tmp_path_factory: pytest.TempPat
     return SimpleNamespace(work=work, clip=clip, scan=pipeline.scan_video(clip, landmarker_model))
 
 
+@pytest.fixture(scope="module")
+def person_faceset(clips: Path, landmarker_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small face set of the person (selfie_woman_short.mp4, 12 frames), as enrollment makes it."""
+    from swap_engine.faceset import build_faceset
+
+    work = tmp_path_factory.mktemp("person-set")
+    clip = cut_clip(clips / "selfie_woman_short.mp4", work / "person.mp4", 12, (320, 320))
+    build_faceset([clip], work / "set", landmarker_model)
+    return work / "set"
+
+
 def _convert_frames(curly: SimpleNamespace, opts: ConvertOptions, name: str) -> list[np.ndarray]:
     torch.manual_seed(0)
     bank = FaceBank(TINY, ["person"])  # untrained: it draws a blur, and its mask is about 0.5 everywhere
@@ -364,7 +375,9 @@ def test_an_encoder_failure_stops_conversion_with_its_error(
     assert not (tmp_path / "x.mp4").exists()
 
 
-def test_the_actors_hair_stays_in_front_of_the_swapped_face(curly: SimpleNamespace, hair_model: Path) -> None:
+def test_the_actors_hair_stays_in_front_of_the_swapped_face(
+    curly: SimpleNamespace, hair_model: Path, person_faceset: Path
+) -> None:
     from swap_engine.segment import HairSegmenter
 
     originals = list(video.read_frames(curly.clip))
@@ -387,10 +400,14 @@ def test_the_actors_hair_stays_in_front_of_the_swapped_face(curly: SimpleNamespa
     assert curls.sum() > 500  # his curls reach into the face's box
     with_hair = _convert_frames(curly, ConvertOptions(identity="person", hair_model=hair_model), "hair")
     without = _convert_frames(curly, ConvertOptions(identity="person"), "plain")
-    for original, swapped, plain in zip(originals, with_hair, without, strict=True):
+    # The person's own detail (from their face set) is laid on the drawn face, never past the actor's mask.
+    detailed = _convert_frames(curly, ConvertOptions(identity="person", hair_model=hair_model, person_detail=1.0,
+                                                     faceset=person_faceset), "detail")  # fmt: skip
+    for original, swapped, plain, more in zip(originals, with_hair, without, detailed, strict=True):
         changed = np.any(swapped != original, axis=2)
         assert changed[near_face].mean() > 0.1  # the face was swapped ...
         assert not changed[curls].any()  # ... and not one hair pixel changed
+        assert not np.any(more != original, axis=2)[curls].any()
         # Without the hair model the landmark hull (cut at the brows) still takes some curls: the test can fail.
         assert np.any(plain != original, axis=2)[curls].any()
 
@@ -508,3 +525,20 @@ def test_a_decoder_that_draws_twice_its_input_reads_the_face_at_its_input_size(c
     out = swapper.finish([pending])[0]
     diff = np.any(out != conv.source[0], axis=2)
     assert diff.any() and not (diff & ~face_zone(track.faces[0].box, out.shape)).any()
+
+
+def test_the_persons_own_detail_draws_on_a_blurred_face_and_nothing_else(
+    curly: SimpleNamespace, person_faceset: Path
+) -> None:
+    # An untrained decoder draws a blur; the person's detail gives it structure, inside the face only.
+    base = ConvertOptions(identity="person", crop_px=256)
+    plain = _convert_frames(curly, base, "blur")
+    detailed = _convert_frames(curly, replace(base, person_detail=1.0, faceset=person_faceset), "blur-detail")
+    face = curly.scan.track(0).faces[0]
+    zone = face_zone(face.box, plain[0].shape, grow=0.1)
+    x0, y0, x1, y1 = (int(v) for v in face.box)
+    for a, b in zip(plain, detailed, strict=True):
+        assert np.array_equal(a[~zone], b[~zone])  # outside the face: the same pixels
+        inner_a = cv2.Laplacian(cv2.cvtColor(a[y0:y1, x0:x1], cv2.COLOR_RGB2GRAY), cv2.CV_32F).var()
+        inner_b = cv2.Laplacian(cv2.cvtColor(b[y0:y1, x0:x1], cv2.COLOR_RGB2GRAY), cv2.CV_32F).var()
+        assert inner_b > 1.2 * inner_a
