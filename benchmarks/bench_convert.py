@@ -9,6 +9,7 @@ What it runs, in this order, on ``--clip`` (default: the shared 720p "movie" cli
   ``--train-seconds`` on the clip's own actor faces. Conversion speed does not depend on how well it is trained.
 - convert: ``convert.convert_clip`` with the shipped defaults (the hair segmenter from ``--model-dir``, as the worker
   and ``famswap swap`` run it; no size limit, so no re-encode at the end), and ``ConvertReport.timings`` per frame.
+  The person's own detail (``person_detail.py``) needs their face set: ``--faceset DIR`` turns it on as a swap has it.
   Conversion overlaps its stages (see ``swap_engine/convert.py``): the converting thread's own work (align, model,
   blend) and its waits (decode, hair wait, encode wait) add up to about its wall time; the hair segmenter's and the
   writer thread's busy times (hair; label, encode) run beside them.
@@ -63,6 +64,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="where the bank trains and converts: cpu, cuda, cuda:N")
     parser.add_argument("--scan", type=Path, default=None,
                         help="a scan saved by pipeline.save_scan instead of scanning (no mediapipe needed with --no-hair)")
+    parser.add_argument("--faceset", type=Path, default=None,
+                        help="a face-set folder (as enrollment writes it): the person's own detail on, as a swap "
+                             "does; without it, off")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     parser.add_argument("--json-out", type=Path, default=None, help="also write that JSON line to this file")
     args = parser.parse_args()
@@ -105,14 +109,16 @@ def main() -> None:
 
         bank, _ = load_bank(plan.bank_path)
         hair = None if args.no_hair else hair_segmenter_path(args.model_dir, download=False, progress=False)
-        opts = ConvertOptions(identity="person", max_bytes=None, hair_model=hair, device=args.device)
+        opts = ConvertOptions(identity="person", max_bytes=None, hair_model=hair, device=args.device,
+                              faceset=args.faceset)  # fmt: skip
         report = convert_clip(args.clip, bank, scan, work / "out.mp4", opts)
     t = report.timings
     t_convert = t["total"]
 
     print(f"bank: {args.model} on {args.device}, {result.step} training steps in {args.train_seconds:g} s "  # type: ignore[attr-defined]
           "(speed does not depend on it)")
-    print(f"hair segmenter: {'off' if hair is None else hair.name}")
+    print(f"hair segmenter: {'off' if hair is None else hair.name}; "
+          f"person detail: {'off (no --faceset)' if args.faceset is None else args.faceset}")
     print(f"faces: {report.swapped} of {report.frames} frames swapped, skipped {report.skipped or 'none'}")
     print()
     print(f"{'stage':34} {'seconds':>8} {'frames/s':>9} {'x bare':>7}")
