@@ -248,9 +248,14 @@ class FrameSwapper:
         if opts.person_detail > 0 and opts.faceset is not None:
             crop_px = crop_px or max(PERSON_DETAIL_CROP_PX, bank.cfg.out_size)  # type: ignore[attr-defined]
             if crop_px > bank.cfg.out_size:  # type: ignore[attr-defined]
-                refs = load_references(opts.faceset, crop_px)
                 band = opts.person_detail_px or bank.cfg.out_size // 2  # type: ignore[attr-defined]
-                self.detail = ReferenceDetail(refs, bank.cfg.out_size, amount=opts.person_detail, band_px=band)  # type: ignore[attr-defined]
+                try:
+                    refs = load_references(opts.faceset, crop_px)
+                    self.detail = ReferenceDetail(refs, bank.cfg.out_size, amount=opts.person_detail, band_px=band)  # type: ignore[attr-defined]
+                except (OSError, ValueError, KeyError) as exc:
+                    # The swap goes on without it: the drawn face alone, as before this detail existed.
+                    log.warning("the face set in %s could not be read for detail (%s); swapping without it",
+                                opts.faceset, exc)  # fmt: skip
         self.size: int = crop_px or bank.cfg.out_size  # type: ignore[attr-defined]
         self.coverage = coverage
         self.points_filter = smooth.OneEuroFilter(vector_axis=-1)

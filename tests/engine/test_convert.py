@@ -542,3 +542,15 @@ def test_the_persons_own_detail_draws_on_a_blurred_face_and_nothing_else(
         inner_a = cv2.Laplacian(cv2.cvtColor(a[y0:y1, x0:x1], cv2.COLOR_RGB2GRAY), cv2.CV_32F).var()
         inner_b = cv2.Laplacian(cv2.cvtColor(b[y0:y1, x0:x1], cv2.COLOR_RGB2GRAY), cv2.CV_32F).var()
         assert inner_b > 1.2 * inner_a
+
+
+def test_an_unreadable_face_set_swaps_without_the_detail(
+    curly: SimpleNamespace, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = tmp_path / "set"
+    broken.mkdir()
+    (broken / "faceset.json").write_text("{not json")
+    with caplog.at_level("WARNING", logger="swap_engine.convert"):
+        frames = _convert_frames(curly, ConvertOptions(identity="person", faceset=broken), "broken-set")
+    assert len(frames) == 4
+    assert any("could not be read" in r.getMessage() and str(broken) in r.getMessage() for r in caplog.records)
