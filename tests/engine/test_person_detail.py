@@ -119,3 +119,16 @@ def test_a_region_no_enrolled_face_shows_keeps_the_drawn_face():
     right = part_hulls(wink, SIZE, (RIGHT_EYE,), 0.0) > 0
     left = part_hulls(wink, SIZE, (LEFT_EYE,), 0.0) > 0
     assert changed[left].mean() > 5 * max(changed[right].mean(), 0.2)
+
+
+def test_one_enrolled_photo_is_enough():
+    refs = _refs(1, [1.0])
+    detail = ReferenceDetail(refs, model_size=32)
+    detail.learn_actor([_points(0, eye_open=o) for o in (0.8, 1.0, 1.2)])
+    face = np.full((SIZE, SIZE, 3), 128, np.uint8)
+    for opening in (1.0, 1.1, 0.2):
+        out = detail.apply(face, _points(0, eye_open=opening))
+        assert out.shape == face.shape and out.dtype == np.uint8
+    assert detail.choose(_points(0)) == {0: 1.0}
+    with pytest.raises(ValueError, match="no reference faces"):
+        ReferenceDetail(References(refs.crops[:0], refs.points[:0], refs.masks[:0]), model_size=32)
