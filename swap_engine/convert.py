@@ -66,7 +66,6 @@ ProgressFn = Callable[[int, int], None]
 # Radius (Gaussian sigma) of the unsharp mask, in pixels of the model's input face (64 px for lite). See
 # FrameSwapper.sharpen.
 SHARPEN_SIGMA_MODEL_PX = 1.5
-PERSON_DETAIL_CROP_PX = 256  # the blend crop when the person's detail is on: the face sets' own side
 # How much of the previous frames' hair map carries into this frame's (crops are aligned on smoothed landmarks, so
 # hair stays put in crop space; this calms the segmenter's frame-to-frame shimmer at strand edges).
 HAIR_MEMORY = 0.5
@@ -245,17 +244,19 @@ class FrameSwapper:
         self.model_size: int = bank.cfg.size  # type: ignore[attr-defined]
         self.detail: ReferenceDetail | None = None
         crop_px = opts.crop_px
+        out_size: int = bank.cfg.out_size  # type: ignore[attr-defined]
         if opts.person_detail > 0 and opts.faceset is not None:
-            crop_px = crop_px or max(PERSON_DETAIL_CROP_PX, bank.cfg.out_size)  # type: ignore[attr-defined]
-            if crop_px > bank.cfg.out_size:  # type: ignore[attr-defined]
-                band = opts.person_detail_px or bank.cfg.out_size // 2  # type: ignore[attr-defined]
-                try:
-                    refs = load_references(opts.faceset, crop_px)
-                    self.detail = ReferenceDetail(refs, bank.cfg.out_size, amount=opts.person_detail, band_px=band)  # type: ignore[attr-defined]
-                except (OSError, ValueError, KeyError) as exc:
-                    # The swap goes on without it: the drawn face alone, as before this detail existed.
-                    log.warning("the face set in %s could not be read for detail (%s); swapping without it",
-                                opts.faceset, exc)  # fmt: skip
+            try:
+                refs = load_references(opts.faceset, coverage)
+                side = crop_px or max(refs.size, out_size)  # blended at the face set's side
+                if side > out_size:  # a decoder that draws the crop's side (hires) needs none
+                    self.detail = ReferenceDetail(refs.resized(side), out_size, amount=opts.person_detail,
+                                                  band_px=opts.person_detail_px or out_size // 2)  # fmt: skip
+                    crop_px = side
+            except (OSError, ValueError, KeyError) as exc:
+                # The swap goes on without it: the drawn face alone, as before this detail existed.
+                log.warning("the face set in %s could not be read for detail (%s); swapping without it",
+                            opts.faceset, exc)  # fmt: skip
         self.size: int = crop_px or bank.cfg.out_size  # type: ignore[attr-defined]
         self.coverage = coverage
         self.points_filter = smooth.OneEuroFilter(vector_axis=-1)

@@ -5,7 +5,6 @@
   per-pixel weight ``(B, 1, H, W)`` (the face mask times the eye/mouth emphasis). With ``mask`` both images are
   multiplied by it before SSIM, so pixels outside the mask cannot reach the loss through SSIM's window either.
 - ``mask_loss(pred_mask, mask)``: mean squared error of a learned mask against the face-without-hair mask.
-- ``edge_loss(pred, target, weight)``: weighted L1 between neighbour differences (the face's edges).
 - ``region_weights(points, size)``: ``(size, size)`` float32 eye/mouth emphasis from the 478 mediapipe landmarks
   in crop pixel coordinates (numpy in, numpy out; OpenCV imported when called). The face mask itself is
   ``align.face_mask``, the same one blending uses.
@@ -82,24 +81,6 @@ def face_loss(
     return (per_pixel * weight).sum() / weight.sum().clamp_min(1e-6)
 
 
-def edge_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Weighted mean L1 between the neighbour differences (x and y) of ``pred`` and ``target`` ``(B, 3, H, W)``
-    (a 0-dim tensor): how far the drawn face's edges — lids, iris rims, lip lines — are from the real ones. Each
-    difference counts with the smaller ``weight`` ``(B, 1, H, W)`` of its two pixels, so a difference that touches a
-    pixel of weight 0 (hair, background) does not count."""
-    pred, target, weight = pred.float(), target.float(), weight.float()
-    total = pred.new_zeros(())
-    norm = pred.new_zeros(())
-    for dim in (-1, -2):
-        n = pred.shape[dim] - 1
-        dp = pred.narrow(dim, 1, n) - pred.narrow(dim, 0, n)
-        dt = target.narrow(dim, 1, n) - target.narrow(dim, 0, n)
-        w = torch.minimum(weight.narrow(dim, 1, n), weight.narrow(dim, 0, n))  # (B, 1, ...)
-        total = total + ((dp - dt).abs().mean(1, keepdim=True) * w).sum()
-        norm = norm + w.sum()
-    return total / norm.clamp_min(1e-6)
-
-
 def skin_fill(target: torch.Tensor, mask: torch.Tensor, sigma: float) -> torch.Tensor:
     """``(B, 3, H, W)``: ``target``'s face (where ``mask`` ``(B, 1, H, W)`` is 1) carried smoothly beyond it — a
     mask-normalised Gaussian blur (``blur(target * mask) / blur(mask)``, ``sigma`` px). Only face pixels reach it:
@@ -153,7 +134,6 @@ def region_weights(
 
 
 __all__ = [
-    "edge_loss",
     "skin_fill",
     "ssim_map",
     "face_loss",

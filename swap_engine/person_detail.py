@@ -24,10 +24,13 @@ alignment coverage as the faces they are laid on.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 
 import cv2
 import numpy as np
 
+from swap_engine.align import rescale_crops
 from swap_engine.landmarks import LEFT_BROW, LEFT_EYE, LIPS_INNER, LIPS_OUTER, RIGHT_BROW, RIGHT_EYE
 from swap_engine.segment import part_hulls
 
@@ -99,16 +102,16 @@ def displacement_fields(srcs: np.ndarray, dst: np.ndarray, size: int, sigma: flo
     return np.ascontiguousarray(fields, dtype=np.float32)
 
 
-def displacement_field(src: np.ndarray, dst: np.ndarray, size: int, sigma: float) -> np.ndarray:
-    """``displacement_fields`` for one source layout: ``(size, size, 2)`` float32."""
-    field: np.ndarray = displacement_fields(np.asarray(src)[None], dst, size, sigma)[0]
-    return field
+@lru_cache(maxsize=4)
+def _grid(size: int) -> np.ndarray:
+    grid = np.mgrid[0:size, 0:size].astype(np.float32)  # (2, S, S): y, x
+    grid.flags.writeable = False
+    return grid
 
 
 def warp_by_field(image: np.ndarray, field: np.ndarray) -> np.ndarray:
     """``image`` (any channels, ``(S, S[, C])``) resampled so that pixel ``x`` shows ``image[x + field[x]]``."""
-    size = field.shape[0]
-    grid = np.mgrid[0:size, 0:size].astype(np.float32)  # (2, S, S): y, x
+    grid = _grid(field.shape[0])
     map_x = grid[1] + field[..., 0]
     map_y = grid[0] + field[..., 1]
     out: np.ndarray = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
@@ -139,18 +142,18 @@ class References:
         return int(self.crops.shape[1])
 
     def resized(self, size: int) -> References:
-        """The same faces at side ``size``."""
+        """The same faces at side ``size`` (scaled as crops of one alignment relate, so the points still fit)."""
         if size == self.size:
             return self
-        crops = np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in self.crops])
-        masks = np.stack([cv2.resize(m, (size, size), interpolation=cv2.INTER_AREA) for m in self.masks])
-        return References(crops, (self.points * (size / self.size)).astype(np.float32), masks)
+        scaled = (self.points * (size / self.size)).astype(np.float32)
+        return References(rescale_crops(self.crops, size), scaled, rescale_crops(self.masks, size))
 
 
 class ReferenceDetail:
     """Per face track: ``apply(face, points)`` returns the drawn face with the person's detail laid over it; call in
-    frame order, ``reset()`` at cuts, ``learn_actor`` once with the actor's faces over the clip. ``amount`` scales the band; ``picks`` enrolled faces blend, weighted by how
-    close their shapes are, the weights carried over frames (``memory``) so a change of pick fades in."""
+    frame order, ``reset()`` at cuts, ``learn_actor`` once with the actor's faces over the clip. ``amount`` scales
+    the band; ``picks`` enrolled faces blend, weighted by how close their shapes are, the weights carried over
+    frames (``memory``) so a change of pick fades in."""
 
     def __init__(
         self, refs: References, model_size: int, *, amount: float = 1.0, picks: int = 3, memory: float = 0.6,
@@ -175,26 +178,24 @@ class ReferenceDetail:
         self.actor_typical: np.ndarray | None = None
         self.actor_points: np.ndarray | None = None
         self._weights: dict[int, float] = {}
+        columns = np.arange(self.shapes.shape[1])
+        self._region_cols = [np.concatenate([columns[_GROUP_SLICES[g]] for g in groups]) for groups, _ in REGIONS]
         # Per region, how far a pick typically is from the actor's shape on this clip (``learn_actor``; before it,
         # how far the person's own faces spread): a frame whose best picks are much further off than that shows
         # something the person never enrolled (a wink, a shout), and that region keeps the drawn face.
-        self.region_scale = np.array([self._spread(groups) for groups, _ in REGIONS])
+        self.spread = np.array([
+            max(float(np.median(np.sqrt(((self.shapes - self.typical)[:, cols] ** 2).mean(axis=1)))), 1e-4)
+            for cols in self._region_cols
+        ])  # fmt: skip
+        self.region_scale = self.spread
         self._confidence: np.ndarray | None = None
 
-    def _columns(self, groups: tuple[int, ...]) -> np.ndarray:
-        return np.concatenate([np.arange(self.shapes.shape[1])[_GROUP_SLICES[g]] for g in groups])
-
-    def _spread(self, groups: tuple[int, ...]) -> float:
-        part = (self.shapes - self.typical)[:, self._columns(groups)]
-        return max(float(np.median(np.sqrt((part**2).mean(axis=1)))), 1e-4)
-
     def _gaps(self, shape: np.ndarray, refs: np.ndarray, picks: dict[int, float]) -> np.ndarray:
-        """Per region, the picks' weighted distance to ``shape`` (both already relative, see ``choose``)."""
-        out = np.empty(len(REGIONS))
-        for r, (groups, _) in enumerate(REGIONS):
-            cols = self._columns(groups)
-            out[r] = sum(w * float(np.sqrt(((refs[i, cols] - shape[cols]) ** 2).mean())) for i, w in picks.items())
-        return out
+        """Per region, the picks' weighted distance to ``shape`` (both already relative, see ``_relative``)."""
+        return np.array([
+            sum(w * float(np.sqrt(((refs[i, cols] - shape[cols]) ** 2).mean())) for i, w in picks.items())
+            for cols in self._region_cols
+        ])  # fmt: skip
 
     def _relative(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         shape, refs = shape_descriptor(points, self.size), self.shapes
@@ -202,10 +203,9 @@ class ReferenceDetail:
             shape, refs = shape - self.actor_typical, refs - self.typical
         return shape, refs
 
-    def region_confidence(self, points: np.ndarray, picks: dict[int, float]) -> np.ndarray:
+    def _region_confidence(self, shape: np.ndarray, refs: np.ndarray, picks: dict[int, float]) -> np.ndarray:
         """``(len(REGIONS),)`` in [0, 1]: 1 where the picks show the region about as well as usual
         (``CONFIDENT_BELOW`` x ``region_scale``), 0 from ``CONFIDENT_NONE`` x; carried over frames like the picks."""
-        shape, refs = self._relative(points)
         ratio = self._gaps(shape, refs, picks) / self.region_scale
         conf: np.ndarray = np.clip((CONFIDENT_NONE - ratio) / (CONFIDENT_NONE - CONFIDENT_BELOW), 0.0, 1.0)
         if self._confidence is not None:
@@ -223,14 +223,11 @@ class ReferenceDetail:
             return
         self.actor_typical = np.median(np.stack([shape_descriptor(p, self.size) for p in points]), axis=0)
         self.actor_points = np.median(np.stack(points), axis=0)
-        saved = self._weights
         gaps = []
         for p in points:
-            self._weights = {}
-            gaps.append(self._gaps(*self._relative(p), self.choose(p)))
-        self._weights = saved
-        spread = np.array([self._spread(groups) for groups, _ in REGIONS])
-        self.region_scale = np.maximum(np.median(np.stack(gaps), axis=0), 0.5 * spread)
+            shape, refs = self._relative(p)
+            gaps.append(self._gaps(shape, refs, self._closest(shape, refs)))
+        self.region_scale = np.maximum(np.median(np.stack(gaps), axis=0), 0.5 * self.spread)
 
     def person_layout(self, points: np.ndarray) -> np.ndarray:
         """Where the person's features sit on this frame: their own typical layout moved as the actor's face moves
@@ -241,25 +238,27 @@ class ReferenceDetail:
         moved: np.ndarray = (np.asarray(points) - self.actor_points + self.typical_points).astype(np.float32)
         return moved
 
-    def choose(self, points: np.ndarray) -> dict[int, float]:
-        """The enrolled faces to draw detail from and their weights (summing to 1), carried over from earlier frames."""
-        shape, refs = self._relative(points)
+    def _closest(self, shape: np.ndarray, refs: np.ndarray) -> dict[int, float]:
+        """This frame's picks alone: the ``picks`` closest shapes, weighted by closeness (summing to 1)."""
         d = np.sqrt(((refs - shape) ** 2).mean(axis=1))  # (N,)
         order = np.argsort(d)[: self.picks]
         scale = max(float(d[order[0]]) * 0.25, 1e-6)
-        now = {int(i): float(np.exp(-(d[i] - d[order[0]]) / scale)) for i in order}
-        total = sum(now.values())
-        now = {i: w / total for i, w in now.items()}
+        weights = {int(i): float(np.exp(-(d[i] - d[order[0]]) / scale)) for i in order}
+        return _normalised(weights)
+
+    def _choose(self, shape: np.ndarray, refs: np.ndarray) -> dict[int, float]:
+        now = self._closest(shape, refs)
         if self._weights:
             mixed = {i: (1 - self.memory) * now.get(i, 0.0) + self.memory * self._weights.get(i, 0.0)
                      for i in set(now) | set(self._weights)}  # fmt: skip
-            kept = dict(sorted(mixed.items(), key=lambda kv: -kv[1])[: self.picks + 1])
-            total = sum(kept.values())
-            now = {i: w / total for i, w in kept.items() if w / total > 0.02}
-            total = sum(now.values())
-            now = {i: w / total for i, w in now.items()}
+            kept = _normalised(dict(sorted(mixed.items(), key=lambda kv: -kv[1])[: self.picks + 1]))
+            now = _normalised({i: w for i, w in kept.items() if w > 0.02})
         self._weights = now
         return now
+
+    def choose(self, points: np.ndarray) -> dict[int, float]:
+        """The enrolled faces to draw detail from and their weights (summing to 1), carried over from earlier frames."""
+        return self._choose(*self._relative(points))
 
     def register(self, indices: list[int], points: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """Enrolled faces ``indices`` and their masks warped onto the layout ``points``: ``(S, S, 3)`` float32 and
@@ -271,27 +270,24 @@ class ReferenceDetail:
             out.append((crop, warp_by_field(self.refs.masks[index], field)))
         return out
 
-    def apply(self, face: np.ndarray, points: np.ndarray, region: np.ndarray | None = None) -> np.ndarray:
+    def apply(self, face: np.ndarray, points: np.ndarray) -> np.ndarray:
         """``face`` ``(S, S, 3)`` uint8 (the decoder's, scaled to S) with its band finer than ``band_px`` replaced by
-        the chosen enrolled faces' (``amount`` of it), where their face (and ``region``, ``(S, S)`` float32, if
-        given) is and the region's picks are trusted (``region_confidence``)."""
+        the chosen enrolled faces' (``amount`` of it), where their face is and the region's picks are trusted."""
         if face.shape[:2] != (self.size, self.size):
             raise ValueError(f"face {face.shape[:2]} does not match the {self.size} px references")
         band = np.zeros(face.shape, np.float32)
         cover = np.zeros(face.shape[:2], np.float32)  # how much of each pixel the references speak for
         layout = self.person_layout(points)
-        picks = self.choose(points)
+        shape, refs = self._relative(points)
+        picks = self._choose(shape, refs)
         trust = np.ones(face.shape[:2], np.float32)
-        for conf, (_, area) in zip(self.region_confidence(points, picks), REGIONS, strict=True):
+        for conf, (_, area) in zip(self._region_confidence(shape, refs, picks), REGIONS, strict=True):
             if conf < 1.0:
                 hull = part_hulls(layout, self.size, (area,), 0.04)
                 hull = cv2.GaussianBlur(hull, (0, 0), max(1.0, self.size * 0.02))
                 trust *= 1.0 - np.float32(1.0 - conf) * hull
-        region = trust if region is None else region * trust
-        indices = list(picks)
-        for weight, (crop, mask) in zip(picks.values(), self.register(indices, layout), strict=True):
-            if region is not None:
-                mask = mask * region
+        for weight, (crop, mask) in zip(picks.values(), self.register(list(picks), layout), strict=True):
+            mask = mask * trust
             band += np.float32(weight) * fine_band(crop, self.band_px) * mask[..., None]
             cover += np.float32(weight) * mask
         # The drawn face's own band is replaced there, not added to: below the model's resolution the decoder drew
@@ -303,15 +299,17 @@ class ReferenceDetail:
         return out
 
 
-def load_references(folder: object, size: int, *, limit: int = 250) -> References:
-    """A face-set folder's crops, points and masks as ``References`` at side ``size``."""
-    from pathlib import Path
+def _normalised(weights: dict[int, float]) -> dict[int, float]:
+    total = sum(weights.values())
+    return {i: w / total for i, w in weights.items()}
 
+
+def load_references(folder: Path, coverage: float) -> References:
+    """A face-set folder's crops, points and masks as ``References`` at the set's own side. ``ValueError`` when the
+    set was cut at another ``coverage`` than the faces it would be laid on (its crops would not line up)."""
     from swap_engine.faceset import load_faceset
 
-    faces = load_faceset(Path(str(folder)))
-    n = min(limit, len(faces.crops))
-    refs = References(
-        faces.crops[:n], faces.points[:n].astype(np.float32), faces.masks[:n].astype(np.float32)
-    )
-    return refs.resized(size)
+    faces = load_faceset(folder)
+    if abs(faces.coverage - coverage) > 1e-6:
+        raise ValueError(f"{folder} was cut at coverage {faces.coverage}, conversion cuts at {coverage}")
+    return References(faces.crops, faces.points.astype(np.float32), faces.masks.astype(np.float32))

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from common.errors import TrainingError
 from swap_engine.augment import AugmentConfig, augment_batch
 from swap_engine.device import resolve_device
-from swap_engine.losses import edge_loss, face_loss, mask_loss, pixel_weight, region_weights, skin_fill
+from swap_engine.losses import face_loss, mask_loss, pixel_weight, region_weights, skin_fill
 from swap_engine.model import FaceBank, load_bank, save_bank
 
 CHECKPOINT_FORMAT = "famswap-train/1"
@@ -195,9 +195,6 @@ class TrainConfig:
     min_batch: int = 2  # halving the batch after CUDA out-of-memory stops here
     ssim_weight: float = 1.0
     l1_weight: float = 1.0
-    # L1 between the drawn and the real face's neighbour differences (losses.edge_loss), on the same pixel weights:
-    # pushes the decoder to draw edges (lids, lip lines), which an L1/SSIM average of an uncertain face blurs. 0: off.
-    edge_weight: float = 0.0
     mask_weight: float = 0.5  # learned mask vs the face-without-hair mask (models with learn_mask)
     background: float = 0.0  # loss weight left outside the face mask: none, so no decoder learns hair
     # Outside the mask the decoder is pulled (L1, this weight) towards the face's own skin carried past its edge
@@ -255,8 +252,6 @@ def identity_loss(
         rgb, target, weight, mask=mask if cfg.background == 0 else None,
         ssim_weight=cfg.ssim_weight, l1_weight=cfg.l1_weight,
     )  # fmt: skip
-    if cfg.edge_weight > 0:
-        face = face + cfg.edge_weight * edge_loss(rgb, target, weight)
     if cfg.skin_fill > 0:
         fill = skin_fill(target, mask, cfg.skin_fill_sigma * target.shape[-1])
         outside = 1.0 - mask.float()

@@ -10,7 +10,7 @@ from swap_engine import align
 from swap_engine.person_detail import (
     ReferenceDetail,
     References,
-    displacement_field,
+    displacement_fields,
     fine_band,
     shape_descriptor,
     warp_by_field,
@@ -43,7 +43,7 @@ def _textured(seed: int) -> np.ndarray:
 def test_displacement_field_moves_the_reference_onto_the_new_landmarks():
     src = np.array([[x, y] for x in range(16, 112, 8) for y in range(16, 112, 8)], np.float32)
     dst = src + np.array([5.0, -3.0], np.float32)  # the same face 5 px right and 3 px up
-    field = displacement_field(src, dst, SIZE, sigma=2.0)
+    field = displacement_fields(src[None], dst, SIZE, sigma=2.0)[0]
     inside = field[30:90, 30:90]
     assert np.allclose(inside[..., 0], -5.0, atol=0.05) and np.allclose(inside[..., 1], 3.0, atol=0.05)
     image = _textured(1)

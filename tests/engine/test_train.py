@@ -14,7 +14,7 @@ import torch
 from common.errors import TrainingError
 from swap_engine.augment import NO_AUGMENT, AugmentConfig, augment_batch
 from swap_engine.landmarks import FACE_OVAL, LEFT_BROW, LEFT_EYE, LIPS_OUTER, RIGHT_BROW, RIGHT_EYE
-from swap_engine.losses import edge_loss, face_loss, skin_fill, ssim_map
+from swap_engine.losses import face_loss, skin_fill, ssim_map
 from swap_engine.model import FaceBank, ModelConfig, load_bank, model_config
 from swap_engine.train import (
     Progress,
@@ -182,23 +182,6 @@ def test_skin_fill_carries_the_face_past_its_edge_and_never_the_hair():
     assert float(as_hair) > float(as_skin) + 0.05 and float(as_skin) < 1e-3
 
 
-def test_edge_loss_prices_a_blurred_face_and_ignores_weightless_pixels():
-    gen = torch.Generator().manual_seed(1)
-    size = 32
-    target = torch.rand(1, 3, size, size, generator=gen)
-    weight = torch.ones(1, 1, size, size)
-    blurred = torch.from_numpy(cv2.GaussianBlur(target[0].permute(1, 2, 0).numpy(), (0, 0), 1.5)).permute(2, 0, 1)[None]
-    assert float(edge_loss(target, target, weight)) == pytest.approx(0.0, abs=1e-7)
-    # The same face a shade brighter has the same edges; a blurred one has lost them.
-    assert float(edge_loss(target + 0.1, target, weight)) == pytest.approx(0.0, abs=1e-6)
-    assert float(edge_loss(blurred, target, weight)) > 0.1
-    # A difference that touches a pixel of weight 0 does not count: noise there costs nothing.
-    weight[..., :, :8] = 0.0
-    noisy = target.clone()
-    noisy[..., :, :8] = torch.rand(1, 3, size, 8, generator=gen)
-    assert float(edge_loss(noisy, target, weight)) == pytest.approx(0.0, abs=1e-7)
-
-
 def test_hair_pixels_do_not_count_in_the_loss():
     """Two targets that differ only where the mask is 0 (the person's hair) give the very same loss and gradient."""
     gen = torch.Generator().manual_seed(0)
@@ -222,11 +205,11 @@ def test_hair_pixels_do_not_count_in_the_loss():
         (face_term + mask_term).backward()
         return float(face_term.detach()), rgb.grad.clone()
 
-    for cfg in (TrainConfig(), TrainConfig(edge_weight=2.0)):
-        loss_a, grad_a = loss_and_grad(target_a, cfg)
-        loss_b, grad_b = loss_and_grad(target_b, cfg)
-        assert loss_a == pytest.approx(loss_b, abs=1e-7)
-        assert torch.allclose(grad_a, grad_b, atol=1e-8)
+    cfg = TrainConfig()
+    loss_a, grad_a = loss_and_grad(target_a, cfg)
+    loss_b, grad_b = loss_and_grad(target_b, cfg)
+    assert loss_a == pytest.approx(loss_b, abs=1e-7)
+    assert torch.allclose(grad_a, grad_b, atol=1e-8)
     # The loss as it was (a little weight outside the face, SSIM over unmasked images) let the hair in.
     old = TrainConfig(background=0.05)
     assert loss_and_grad(target_a, old)[0] != pytest.approx(loss_and_grad(target_b, old)[0], abs=1e-4)
