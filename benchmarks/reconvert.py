@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the person's own detail from their face set (0 = off; default: as shipped)")
     parser.add_argument("--person-detail-px", type=int, default=None,
                         help="detail finer than a face this wide is the person's (default: half the decoder's side)")
+    parser.add_argument("--person-eye-px", type=int, default=None,
+                        help="over the eyes, detail finer than a face this wide is the person's (default: an eighth"
+                             " of the decoder's side)")
     args = parser.parse_args(argv)
     settings = Settings.load()
     with tempfile.TemporaryDirectory() as tmp:
@@ -93,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             detail_keeps=args.detail_keeps,
             person_detail=args.person_detail,
             person_detail_px=args.person_detail_px,
+            person_eye_px=args.person_eye_px,
             faceset=faces,
             keep_mouth=args.keep_mouth,
             learned_mask=args.learned_mask,

@@ -132,6 +132,9 @@ class ConvertOptions:
     # Measured (docs/QUALITY.md Round 5): both pairs' likeness and sharpness up, eyes with lids and irises.
     person_detail: float = 1.0
     person_detail_px: int | None = None
+    # ... and over the eyes, detail finer than a face this wide (None: an eighth of the decoder's side): a decoder's
+    # eye a few pixels wide is a dark blob, and the person's own eye (lids, white, iris) replaces all but its light.
+    person_eye_px: int | None = None
     faceset: Path | None = None  # the person's face-set folder (with ``targets``: each SwapTarget's own)
     hair_threads: int | None = None  # threads running the hair segmenter; None: half the CPU cores, 1 to 4
     blend_threads: int | None = None  # threads masking and pasting faces; None: 1 up to 4 cores, else cores/4 (<= 4)
@@ -251,7 +254,8 @@ class FrameSwapper:
                 side = crop_px or max(refs.size, out_size)  # blended at the face set's side
                 if side > out_size:  # a decoder that draws the crop's side (hires) needs none
                     self.detail = ReferenceDetail(refs.resized(side), out_size, amount=opts.person_detail,
-                                                  band_px=opts.person_detail_px or out_size // 2)  # fmt: skip
+                                                  band_px=opts.person_detail_px or out_size // 2,
+                                                  eye_px=opts.person_eye_px or out_size // 8)  # fmt: skip
                     crop_px = side
             except (OSError, ValueError, KeyError) as exc:
                 # The swap goes on without it: the drawn face alone, as before this detail existed.

@@ -4,17 +4,18 @@ A ``lite`` decoder trained for minutes on a CPU draws 64 px faces whose eyes and
 a 250 px face they stay blobs. The enrolled face set holds the person's real faces at 256 px, cut with the same
 alignment as conversion's crops. For each swapped face ``ReferenceDetail``:
 
-- picks the enrolled faces whose eyes (with irises), brows and lips are shaped most like the actor's, each compared
-  as a departure from its owner's typical face (landmark shapes only, no identity model), weighted, the weights
-  carried over frames so a change of pick fades in;
+- picks, for the upper face (eyes with irises, brows) and for the mouth apart, the enrolled faces shaped most like
+  the actor's there, each compared as a departure from its owner's typical face (landmark shapes only, no identity
+  model), weighted, the weights carried over frames so a change of pick fades in;
 - warps them onto where the person's features sit on this frame (their typical layout moved as the actor's face
   moves: the decoder draws the person's brows and eyes, not the actor's), by a smooth field through the 478 points;
 - replaces the drawn face's band finer than ``band_px`` (the crop minus the crop seen at ``band_px`` px) with
-  theirs, only where their own face shows (their stored face-without-hair mask, warped along: never their hair),
-  and not in a region (an eye, the mouth) that no enrolled face shows as the actor has it (a wink, a shout the
-  person never made): there the drawn face stays.
+  theirs, and over the eyes the wider band finer than ``eye_px`` (a drawn eye a few pixels wide is a dark blob: their
+  own lids, white and iris replace all of it but its light), only where their own face shows (their stored
+  face-without-hair mask, warped along: never their hair), and not in a region (an eye, the mouth) that no enrolled
+  face shows as the actor has it (a wink, a shout the person never made): there the drawn face stays.
 
-The drawn face keeps everything coarser than ``band_px``: light, colour, the pose and the expression.
+The drawn face keeps everything coarser than ``band_px`` (``eye_px``): light, colour, the pose and the expression.
 
 Contract (numpy + OpenCV): faces ``(S, S, 3)`` uint8 RGB; points ``(478, 2)`` float crop pixels; the references are
 ``(N, S, S, 3)`` uint8, ``(N, 478, 2)`` float32 and masks ``(N, S, S)`` float32 in [0, 1], at the same side and
@@ -48,12 +49,18 @@ SHAPE_GROUPS: tuple[tuple[int, ...], ...] = (
 )
 _LAYOUT = tuple(sorted(set(RIGHT_EYE + LEFT_EYE + LIPS_OUTER + (1, 4, 6, 152))))  # where the features sit (pose)
 LAYOUT_WEIGHT = 0.5  # of the layout term against the shape terms
+# The face's parts, each with enrolled faces of its own: the upper face (both eyes with their brows) and the mouth.
+# A face set of a few dozen photos rarely holds one face whose eyes *and* lips are as the actor's are on a frame
+# (her eyes open and her mouth wide): picked whole, the eyes of a pick chosen for its lips were warped open from a
+# blink. Indices into SHAPE_GROUPS; the parts meet between the nose tip and the upper lip (``part_weights``).
+PARTS: tuple[tuple[int, ...], ...] = ((0, 1, 2, 3), (4, 5))
 # Regions whose detail fades on its own when no enrolled face shows them as the actor has them (a wink, a shout the
-# person never made): each eye with its brow, and the mouth; indices into SHAPE_GROUPS, and the landmarks of the area.
-REGIONS: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...] = (
-    ((0, 2), RIGHT_EYE + RIGHT_BROW),
-    ((1, 3), LEFT_EYE + LEFT_BROW),
-    ((4, 5), LIPS_OUTER),
+# person never made): each eye with its brow, and the mouth; indices into SHAPE_GROUPS, the landmarks of the area,
+# and the part whose picks draw it.
+REGIONS: tuple[tuple[tuple[int, ...], tuple[int, ...], int], ...] = (
+    ((0, 2), RIGHT_EYE + RIGHT_BROW, 0),
+    ((1, 3), LEFT_EYE + LEFT_BROW, 0),
+    ((4, 5), LIPS_OUTER, 1),
 )
 CONFIDENT_BELOW = 1.5  # x the region's usual gap: the person's detail in full
 CONFIDENT_NONE = 3.0  # x: none of it
@@ -62,6 +69,19 @@ _at = 0
 for _g in SHAPE_GROUPS:
     _GROUP_SLICES.append(slice(_at, _at + 2 * len(_g)))
     _at += 2 * len(_g)
+
+
+def part_weights(points: np.ndarray, size: int) -> np.ndarray:
+    """``(2, S, S)`` float32 summing to 1: how much of each pixel the upper face's picks and the mouth's draw, by
+    height in the (upright, aligned) crop: the upper part's down to the nose tip, the mouth's from the upper lip, a
+    linear ramp between."""
+    p = np.asarray(points, np.float64)
+    top, bottom = float(p[1, 1]), float(p[0, 1])  # nose tip, upper lip's top
+    if bottom <= top + 1.0:
+        top, bottom = top - 1.0, top + 1.0
+    rows = np.clip((bottom - np.arange(size, dtype=np.float64)) / (bottom - top), 0.0, 1.0).astype(np.float32)
+    upper = np.repeat(rows[:, None], size, axis=1)
+    return np.stack([upper, 1.0 - upper])
 
 
 def shape_descriptor(points: np.ndarray, size: int) -> np.ndarray:
@@ -152,12 +172,15 @@ class References:
 class ReferenceDetail:
     """Per face track: ``apply(face, points)`` returns the drawn face with the person's detail laid over it; call in
     frame order, ``reset()`` at cuts, ``learn_actor`` once with the actor's faces over the clip. ``amount`` scales
-    the band; ``picks`` enrolled faces blend, weighted by how close their shapes are, the weights carried over
-    frames (``memory``) so a change of pick fades in."""
+    the band; each part of the face (``PARTS``) blends its own ``picks`` enrolled faces, weighted by how close their
+    shapes are, the weights carried over frames (``memory``) so a change of pick fades in. Over the eyes the band is
+    wider (finer than ``eye_px``) and drawn from the closest pick mostly (weights to the power ``eye_sharpen``): a blend
+    of three eyes looking three ways is a blur."""
 
     def __init__(
         self, refs: References, model_size: int, *, amount: float = 1.0, picks: int = 3, memory: float = 0.6,
-        warp_sigma: float | None = None, band_px: int | None = None,
+        warp_sigma: float | None = None, band_px: int | None = None, eye_px: int | None = None,
+        eye_sharpen: float = 3.0,
     ) -> None:  # fmt: skip
         if len(refs.crops) == 0:
             raise ValueError("no reference faces")
@@ -165,6 +188,8 @@ class ReferenceDetail:
         self.size = refs.size
         self.model_size = model_size
         self.band_px = int(band_px or model_size)  # detail finer than a face this many px wide is the reference's
+        self.eye_px = int(eye_px or self.band_px)  # ... and over the eyes, finer than this
+        self.eye_sharpen = float(eye_sharpen)
         self.amount = float(amount)
         self.picks = max(1, min(int(picks), len(refs.crops)))
         self.memory = float(memory)
@@ -177,9 +202,11 @@ class ReferenceDetail:
         self.typical_points = np.median(refs.points, axis=0)  # (478, 2): the person's own layout
         self.actor_typical: np.ndarray | None = None
         self.actor_points: np.ndarray | None = None
-        self._weights: dict[int, float] = {}
+        self._weights: list[dict[int, float]] = [{} for _ in PARTS]
         columns = np.arange(self.shapes.shape[1])
-        self._region_cols = [np.concatenate([columns[_GROUP_SLICES[g]] for g in groups]) for groups, _ in REGIONS]
+        layout = columns[_at:]  # where the features sit: every part's picks should have the actor's pose
+        self._part_cols = [np.concatenate([columns[_GROUP_SLICES[g]] for g in groups] + [layout]) for groups in PARTS]
+        self._region_cols = [np.concatenate([columns[_GROUP_SLICES[g]] for g in groups]) for groups, _, _ in REGIONS]
         # Per region, how far a pick typically is from the actor's shape on this clip (``learn_actor``; before it,
         # how far the person's own faces spread): a frame whose best picks are much further off than that shows
         # something the person never enrolled (a wink, a shout), and that region keeps the drawn face.
@@ -190,11 +217,11 @@ class ReferenceDetail:
         self.region_scale = self.spread
         self._confidence: np.ndarray | None = None
 
-    def _gaps(self, shape: np.ndarray, refs: np.ndarray, picks: dict[int, float]) -> np.ndarray:
-        """Per region, the picks' weighted distance to ``shape`` (both already relative, see ``_relative``)."""
+    def _gaps(self, shape: np.ndarray, refs: np.ndarray, picks: list[dict[int, float]]) -> np.ndarray:
+        """Per region, its part's picks' weighted distance to ``shape`` (both already relative, see ``_relative``)."""
         return np.array([
-            sum(w * float(np.sqrt(((refs[i, cols] - shape[cols]) ** 2).mean())) for i, w in picks.items())
-            for cols in self._region_cols
+            sum(w * float(np.sqrt(((refs[i, cols] - shape[cols]) ** 2).mean())) for i, w in picks[part].items())
+            for cols, (_, _, part) in zip(self._region_cols, REGIONS, strict=True)
         ])  # fmt: skip
 
     def _relative(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -203,7 +230,7 @@ class ReferenceDetail:
             shape, refs = shape - self.actor_typical, refs - self.typical
         return shape, refs
 
-    def _region_confidence(self, shape: np.ndarray, refs: np.ndarray, picks: dict[int, float]) -> np.ndarray:
+    def _region_confidence(self, shape: np.ndarray, refs: np.ndarray, picks: list[dict[int, float]]) -> np.ndarray:
         """``(len(REGIONS),)`` in [0, 1]: 1 where the picks show the region about as well as usual
         (``CONFIDENT_BELOW`` x ``region_scale``), 0 from ``CONFIDENT_NONE`` x; carried over frames like the picks."""
         ratio = self._gaps(shape, refs, picks) / self.region_scale
@@ -214,7 +241,7 @@ class ReferenceDetail:
         return conf
 
     def reset(self) -> None:
-        self._weights = {}
+        self._weights = [{} for _ in PARTS]
         self._confidence = None
 
     def learn_actor(self, points: list[np.ndarray]) -> None:
@@ -226,7 +253,7 @@ class ReferenceDetail:
         gaps = []
         for p in points:
             shape, refs = self._relative(p)
-            gaps.append(self._gaps(shape, refs, self._closest(shape, refs)))
+            gaps.append(self._gaps(shape, refs, [self._closest(shape, refs, cols) for cols in self._part_cols]))
         self.region_scale = np.maximum(np.median(np.stack(gaps), axis=0), 0.5 * self.spread)
 
     def person_layout(self, points: np.ndarray) -> np.ndarray:
@@ -238,26 +265,31 @@ class ReferenceDetail:
         moved: np.ndarray = (np.asarray(points) - self.actor_points + self.typical_points).astype(np.float32)
         return moved
 
-    def _closest(self, shape: np.ndarray, refs: np.ndarray) -> dict[int, float]:
-        """This frame's picks alone: the ``picks`` closest shapes, weighted by closeness (summing to 1)."""
-        d = np.sqrt(((refs - shape) ** 2).mean(axis=1))  # (N,)
+    def _closest(self, shape: np.ndarray, refs: np.ndarray, cols: np.ndarray) -> dict[int, float]:
+        """This frame's picks alone, compared on ``cols``: the ``picks`` closest shapes, weighted by closeness
+        (summing to 1)."""
+        d = np.sqrt(((refs[:, cols] - shape[cols]) ** 2).mean(axis=1))  # (N,)
         order = np.argsort(d)[: self.picks]
         scale = max(float(d[order[0]]) * 0.25, 1e-6)
         weights = {int(i): float(np.exp(-(d[i] - d[order[0]]) / scale)) for i in order}
         return _normalised(weights)
 
-    def _choose(self, shape: np.ndarray, refs: np.ndarray) -> dict[int, float]:
-        now = self._closest(shape, refs)
-        if self._weights:
-            mixed = {i: (1 - self.memory) * now.get(i, 0.0) + self.memory * self._weights.get(i, 0.0)
-                     for i in set(now) | set(self._weights)}  # fmt: skip
-            kept = _normalised(dict(sorted(mixed.items(), key=lambda kv: -kv[1])[: self.picks + 1]))
-            now = _normalised({i: w for i, w in kept.items() if w > 0.02})
-        self._weights = now
-        return now
+    def _choose(self, shape: np.ndarray, refs: np.ndarray) -> list[dict[int, float]]:
+        chosen = []
+        for part, cols in enumerate(self._part_cols):
+            now, before = self._closest(shape, refs, cols), self._weights[part]
+            if before:
+                mixed = {i: (1 - self.memory) * now.get(i, 0.0) + self.memory * before.get(i, 0.0)
+                         for i in set(now) | set(before)}  # fmt: skip
+                kept = _normalised(dict(sorted(mixed.items(), key=lambda kv: -kv[1])[: self.picks + 1]))
+                now = _normalised({i: w for i, w in kept.items() if w > 0.02})
+            chosen.append(now)
+        self._weights = chosen
+        return chosen
 
-    def choose(self, points: np.ndarray) -> dict[int, float]:
-        """The enrolled faces to draw detail from and their weights (summing to 1), carried over from earlier frames."""
+    def choose(self, points: np.ndarray) -> list[dict[int, float]]:
+        """Per part (``PARTS``: the upper face, the mouth), the enrolled faces to draw detail from and their weights
+        (summing to 1), carried over from earlier frames."""
         return self._choose(*self._relative(points))
 
     def register(self, indices: list[int], points: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -270,29 +302,51 @@ class ReferenceDetail:
             out.append((crop, warp_by_field(self.refs.masks[index], field)))
         return out
 
+    def _band(self, image: np.ndarray, eyes: np.ndarray | None) -> np.ndarray:
+        """``image``'s band finer than ``band_px``, and where the eyes are (``eyes`` ``(S, S, 1)``) finer than
+        ``eye_px``."""
+        band = fine_band(image, self.band_px)
+        if eyes is None:
+            return band
+        wide: np.ndarray = band + eyes * (fine_band(image, self.eye_px) - band)
+        return wide
+
     def apply(self, face: np.ndarray, points: np.ndarray) -> np.ndarray:
-        """``face`` ``(S, S, 3)`` uint8 (the decoder's, scaled to S) with its band finer than ``band_px`` replaced by
-        the chosen enrolled faces' (``amount`` of it), where their face is and the region's picks are trusted."""
+        """``face`` ``(S, S, 3)`` uint8 (the decoder's, scaled to S) with its band finer than ``band_px`` (over the
+        eyes, ``eye_px``) replaced by the chosen enrolled faces' (``amount`` of it), each part by its own picks, where
+        their face is and the region's picks are trusted."""
         if face.shape[:2] != (self.size, self.size):
             raise ValueError(f"face {face.shape[:2]} does not match the {self.size} px references")
-        band = np.zeros(face.shape, np.float32)
-        cover = np.zeros(face.shape[:2], np.float32)  # how much of each pixel the references speak for
         layout = self.person_layout(points)
         shape, refs = self._relative(points)
         picks = self._choose(shape, refs)
         trust = np.ones(face.shape[:2], np.float32)
-        for conf, (_, area) in zip(self._region_confidence(shape, refs, picks), REGIONS, strict=True):
+        for conf, (_, area, _) in zip(self._region_confidence(shape, refs, picks), REGIONS, strict=True):
             if conf < 1.0:
                 hull = part_hulls(layout, self.size, (area,), 0.04)
                 hull = cv2.GaussianBlur(hull, (0, 0), max(1.0, self.size * 0.02))
                 trust *= 1.0 - np.float32(1.0 - conf) * hull
-        for weight, (crop, mask) in zip(picks.values(), self.register(list(picks), layout), strict=True):
-            mask = mask * trust
-            band += np.float32(weight) * fine_band(crop, self.band_px) * mask[..., None]
-            cover += np.float32(weight) * mask
+        eyes = None
+        if self.eye_px != self.band_px:
+            eyes = part_hulls(layout, self.size, (RIGHT_EYE, LEFT_EYE), 0.035)
+            eyes = cv2.GaussianBlur(eyes, (0, 0), max(1.0, self.size * 0.015))[..., None]
+        share = part_weights(layout, self.size)  # (2, S, S)
+        # Per pixel: how much each enrolled face speaks for it, over the eyes (sharpened picks of the upper part)
+        # and elsewhere (each part's picks by its share of the face).
+        eye_picks = _normalised({i: w**self.eye_sharpen for i, w in picks[0].items()})
+        used = sorted({i for part in picks for i in part})
+        band = np.zeros(face.shape, np.float32)
+        cover = np.zeros(face.shape[:2], np.float32)  # how much of each pixel the references speak for
+        for index, (crop, mask) in zip(used, self.register(used, layout), strict=True):
+            weight = sum(np.float32(part.get(index, 0.0)) * share[k] for k, part in enumerate(picks))
+            if eyes is not None:
+                weight = weight * (1.0 - eyes[..., 0]) + np.float32(eye_picks.get(index, 0.0)) * eyes[..., 0]
+            weight = weight * mask * trust
+            band += weight[..., None] * self._band(crop, eyes)
+            cover += weight
         # The drawn face's own band is replaced there, not added to: below the model's resolution the decoder drew
         # the features too, and both together would draw them twice as dark.
-        own = fine_band(face.astype(np.float32), self.band_px) * cover[..., None]
+        own = self._band(face.astype(np.float32), eyes) * cover[..., None]
         out: np.ndarray = np.clip(
             face.astype(np.float32) + np.float32(self.amount) * (band - own) + 0.5, 0, 255
         ).astype(np.uint8)

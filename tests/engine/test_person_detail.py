@@ -19,15 +19,21 @@ from swap_engine.person_detail import (
 SIZE = 128
 
 
-def _points(seed: int = 0, *, eye_open: float = 1.0, right_open: float | None = None) -> np.ndarray:
-    """478 plausible crop points: the canonical template spread over the face, eyes opened by ``eye_open``."""
+def _points(
+    seed: int = 0, *, eye_open: float = 1.0, right_open: float | None = None, mouth_open: float = 1.0
+) -> np.ndarray:
+    """478 plausible crop points: the canonical template spread over the face, eyes opened by ``eye_open``, the lips
+    by ``mouth_open``."""
     rng = np.random.default_rng(seed)
     base = align.template_points(SIZE)
     centre = base.mean(axis=0)
     pts = centre + rng.normal(0.0, SIZE * 0.15, (478, 2))
-    from swap_engine.landmarks import LEFT_EYE, RIGHT_EYE
+    from swap_engine.landmarks import LEFT_EYE, LIPS_INNER, LIPS_OUTER, RIGHT_EYE
 
-    for eye, opening in ((RIGHT_EYE, eye_open if right_open is None else right_open), (LEFT_EYE, eye_open)):
+    lips = tuple(sorted(set(LIPS_OUTER + LIPS_INNER)))
+    for eye, opening in (
+        (RIGHT_EYE, eye_open if right_open is None else right_open), (LEFT_EYE, eye_open), (lips, mouth_open)
+    ):  # fmt: skip
         idx = list(eye)
         c = pts[idx].mean(axis=0)
         pts[idx, 1] = c[1] + (pts[idx, 1] - c[1]) * opening
@@ -70,24 +76,36 @@ def _refs(n: int, opens: list[float], mask_value: float = 1.0) -> References:
 def test_picks_follow_the_expression_not_the_two_peoples_features():
     refs = _refs(3, [0.3, 1.0, 1.6])
     detail = ReferenceDetail(refs, model_size=32, picks=1, memory=0.0)
-    assert list(detail.choose(_points(0, eye_open=1.55))) == [2]
-    assert list(detail.choose(_points(0, eye_open=0.35))) == [0]
+    assert list(detail.choose(_points(0, eye_open=1.55))[0]) == [2]
+    assert list(detail.choose(_points(0, eye_open=0.35))[0]) == [0]
     # An actor whose eyes are narrow by nature (typical 0.5): eyes as open as usual for them pick her usual eyes.
     detail.learn_actor([_points(0, eye_open=0.5)] * 5)
-    assert list(detail.choose(_points(0, eye_open=0.5))) == [1]
+    assert list(detail.choose(_points(0, eye_open=0.5))[0]) == [1]
+
+
+def test_the_eyes_and_the_mouth_pick_their_own_faces():
+    """No enrolled face has open eyes *and* an open mouth: the eyes come from one, the mouth from another."""
+    refs = References(
+        np.stack([_textured(20), _textured(21)]),
+        np.stack([_points(0, eye_open=1.2, mouth_open=0.3), _points(0, eye_open=0.3, mouth_open=1.8)]),
+        np.ones((2, SIZE, SIZE), np.float32),
+    )
+    detail = ReferenceDetail(refs, model_size=32, picks=1, memory=0.0)
+    upper, mouth = detail.choose(_points(0, eye_open=1.2, mouth_open=1.8))
+    assert list(upper) == [0] and list(mouth) == [1]
 
 
 def test_a_change_of_pick_fades_in_over_frames():
     refs = _refs(2, [0.3, 1.6])
     detail = ReferenceDetail(refs, model_size=32, picks=1, memory=0.6)
-    assert detail.choose(_points(0, eye_open=0.3)) == {0: 1.0}
-    after = detail.choose(_points(0, eye_open=1.6))
+    assert detail.choose(_points(0, eye_open=0.3))[0] == {0: 1.0}
+    after = detail.choose(_points(0, eye_open=1.6))[0]
     assert 0.3 < after[1] < 0.5 and after[0] == pytest.approx(1 - after[1])  # not a jump to the new face
     for _ in range(8):
-        after = detail.choose(_points(0, eye_open=1.6))
+        after = detail.choose(_points(0, eye_open=1.6))[0]
     assert after == {1: pytest.approx(1.0)}
     detail.reset()  # at a cut it starts over
-    assert detail.choose(_points(0, eye_open=0.3)) == {0: 1.0}
+    assert detail.choose(_points(0, eye_open=0.3))[0] == {0: 1.0}
 
 
 def test_detail_only_where_the_reference_shows_its_own_face():
@@ -129,6 +147,25 @@ def test_one_enrolled_photo_is_enough():
     for opening in (1.0, 1.1, 0.2):
         out = detail.apply(face, _points(0, eye_open=opening))
         assert out.shape == face.shape and out.dtype == np.uint8
-    assert detail.choose(_points(0)) == {0: 1.0}
+    assert detail.choose(_points(0)) == [{0: 1.0}, {0: 1.0}]
     with pytest.raises(ValueError, match="no reference faces"):
         ReferenceDetail(References(refs.crops[:0], refs.points[:0], refs.masks[:0]), model_size=32)
+
+
+def test_over_the_eyes_the_persons_own_eye_replaces_the_drawn_blob():
+    """An iris bigger than the fine band: only the wider band over the eyes brings it whole."""
+    from swap_engine.landmarks import LEFT_EYE, RIGHT_EYE
+
+    points = _points(0)
+    crop = np.full((SIZE, SIZE, 3), 160, np.uint8)
+    centres = [points[list(eye)].mean(axis=0) for eye in (RIGHT_EYE, LEFT_EYE)]
+    for c in centres:
+        cv2.circle(crop, (round(float(c[0])), round(float(c[1]))), 7, (40, 40, 40), -1)
+    refs = References(crop[None], points[None], np.ones((1, SIZE, SIZE), np.float32))
+    face = np.full((SIZE, SIZE, 3), 160, np.uint8)
+    darkness = []
+    for eye_px in (None, 8):
+        out = ReferenceDetail(refs, model_size=64, band_px=32, eye_px=eye_px).apply(face, points)
+        darkness.append(np.mean([160 - float(out[round(float(c[1])), round(float(c[0]))].mean()) for c in centres]))
+    plain, wide = darkness
+    assert wide > 60 and wide > 1.5 * plain  # most of the reference's dark iris (120 below the skin)
