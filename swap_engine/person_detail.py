@@ -4,8 +4,8 @@ A ``lite`` decoder trained for minutes on a CPU draws 64 px faces whose eyes and
 a 250 px face they stay blobs. The enrolled face set holds the person's real faces at 256 px, cut with the same
 alignment as conversion's crops. For each swapped face ``ReferenceDetail``:
 
-- picks, for the upper face (eyes with irises, brows) and for the mouth apart, the enrolled faces shaped most like
-  the actor's there, each compared as a departure from its owner's typical face (landmark shapes only, no identity
+- picks, for each eye (with its iris and brow) and for the mouth apart, the enrolled faces shaped most like the
+  actor's there, each compared as a departure from its owner's typical face (landmark shapes only, no identity
   model), weighted, the weights carried over frames so a change of pick fades in;
 - warps them onto where the person's features sit on this frame (their typical layout moved as the actor's face
   moves: the decoder draws the person's brows and eyes, not the actor's), by a smooth field through the 478 points;
@@ -49,18 +49,18 @@ SHAPE_GROUPS: tuple[tuple[int, ...], ...] = (
 )
 _LAYOUT = tuple(sorted(set(RIGHT_EYE + LEFT_EYE + LIPS_OUTER + (1, 4, 6, 152))))  # where the features sit (pose)
 LAYOUT_WEIGHT = 0.5  # of the layout term against the shape terms
-# The face's parts, each with enrolled faces of its own: the upper face (both eyes with their brows) and the mouth.
-# A face set of a few dozen photos rarely holds one face whose eyes *and* lips are as the actor's are on a frame
-# (her eyes open and her mouth wide): picked whole, the eyes of a pick chosen for its lips were warped open from a
-# blink. Indices into SHAPE_GROUPS; the parts meet between the nose tip and the upper lip (``part_weights``).
-PARTS: tuple[tuple[int, ...], ...] = ((0, 1, 2, 3), (4, 5))
+# The face's parts, each with enrolled faces of its own: each eye with its brow, and the mouth. A face set of a few
+# dozen photos rarely holds one face whose eyes *and* lips are as the actor's are on a frame (his eyes open, his mouth
+# wide): picked whole, the closest face is a compromise of all three, and a wink in the set was among the picks for
+# his two open eyes. Indices into SHAPE_GROUPS; where each part draws: ``part_weights``.
+PARTS: tuple[tuple[int, ...], ...] = ((0, 2), (1, 3), (4, 5))
 # Regions whose detail fades on its own when no enrolled face shows them as the actor has them (a wink, a shout the
 # person never made): each eye with its brow, and the mouth; indices into SHAPE_GROUPS, the landmarks of the area,
 # and the part whose picks draw it.
 REGIONS: tuple[tuple[tuple[int, ...], tuple[int, ...], int], ...] = (
     ((0, 2), RIGHT_EYE + RIGHT_BROW, 0),
-    ((1, 3), LEFT_EYE + LEFT_BROW, 0),
-    ((4, 5), LIPS_OUTER, 1),
+    ((1, 3), LEFT_EYE + LEFT_BROW, 1),
+    ((4, 5), LIPS_OUTER, 2),
 )
 CONFIDENT_BELOW = 1.5  # x the region's usual gap: the person's detail in full
 CONFIDENT_NONE = 3.0  # x: none of it
@@ -72,16 +72,19 @@ for _g in SHAPE_GROUPS:
 
 
 def part_weights(points: np.ndarray, size: int) -> np.ndarray:
-    """``(2, S, S)`` float32 summing to 1: how much of each pixel the upper face's picks and the mouth's draw, by
-    height in the (upright, aligned) crop: the upper part's down to the nose tip, the mouth's from the upper lip, a
-    linear ramp between."""
+    """``(3, S, S)`` float32 summing to 1: how much of each pixel each part's picks draw (``PARTS``: the eye on the
+    image's left with its brow, the other, the mouth), by where it is in the (upright, aligned) crop: the eyes' parts
+    down to the nose tip, each on its side of the nose's bridge, the mouth's from the upper lip, linear ramps between."""
     p = np.asarray(points, np.float64)
     top, bottom = float(p[1, 1]), float(p[0, 1])  # nose tip, upper lip's top
     if bottom <= top + 1.0:
         top, bottom = top - 1.0, top + 1.0
     rows = np.clip((bottom - np.arange(size, dtype=np.float64)) / (bottom - top), 0.0, 1.0).astype(np.float32)
     upper = np.repeat(rows[:, None], size, axis=1)
-    return np.stack([upper, 1.0 - upper])
+    half = max(1.0, 0.06 * size)  # the ramp between the eyes' parts, either side of the bridge (landmark 168)
+    cols = np.clip((p[168, 0] + half - np.arange(size, dtype=np.float64)) / (2 * half), 0.0, 1.0).astype(np.float32)
+    left = np.repeat(cols[None, :], size, axis=0)  # 1 on the image's left
+    return np.stack([upper * left, upper * (1.0 - left), 1.0 - upper])
 
 
 def shape_descriptor(points: np.ndarray, size: int) -> np.ndarray:
@@ -172,7 +175,7 @@ class References:
 class ReferenceDetail:
     """Per face track: ``apply(face, points)`` returns the drawn face with the person's detail laid over it; call in
     frame order, ``reset()`` at cuts, ``learn_actor`` once with the actor's faces over the clip. ``amount`` scales
-    the band; each part of the face (``PARTS``) blends its own ``picks`` enrolled faces, weighted by how close their
+    the band; each part of the face (``PARTS``: each eye, the mouth) blends its own ``picks`` enrolled faces, weighted by how close their
     shapes are, the weights carried over frames (``memory``) so a change of pick fades in. Over the eyes the band is
     wider (finer than ``eye_px``) and drawn from the closest pick mostly (weights to the power ``eye_sharpen``): a blend
     of three eyes looking three ways is a blur."""
@@ -288,7 +291,7 @@ class ReferenceDetail:
         return chosen
 
     def choose(self, points: np.ndarray) -> list[dict[int, float]]:
-        """Per part (``PARTS``: the upper face, the mouth), the enrolled faces to draw detail from and their weights
+        """Per part (``PARTS``: each eye with its brow, the mouth), the enrolled faces to draw detail from and their weights
         (summing to 1), carried over from earlier frames."""
         return self._choose(*self._relative(points))
 
@@ -330,17 +333,18 @@ class ReferenceDetail:
         if self.eye_px != self.band_px:
             eyes = part_hulls(layout, self.size, (RIGHT_EYE, LEFT_EYE), 0.035)
             eyes = cv2.GaussianBlur(eyes, (0, 0), max(1.0, self.size * 0.015))[..., None]
-        share = part_weights(layout, self.size)  # (2, S, S)
-        # Per pixel: how much each enrolled face speaks for it, over the eyes (sharpened picks of the upper part)
-        # and elsewhere (each part's picks by its share of the face).
-        eye_picks = _normalised({i: w**self.eye_sharpen for i, w in picks[0].items()})
+        share = part_weights(layout, self.size)  # (3, S, S)
+        # Per pixel: how much each enrolled face speaks for it: each part's picks by its share of the face, over the
+        # eyes sharpened towards the closest pick.
+        sharp = [_normalised({i: w**self.eye_sharpen for i, w in part.items()}) for part in picks]
         used = sorted({i for part in picks for i in part})
         band = np.zeros(face.shape, np.float32)
         cover = np.zeros(face.shape[:2], np.float32)  # how much of each pixel the references speak for
         for index, (crop, mask) in zip(used, self.register(used, layout), strict=True):
             weight = sum(np.float32(part.get(index, 0.0)) * share[k] for k, part in enumerate(picks))
             if eyes is not None:
-                weight = weight * (1.0 - eyes[..., 0]) + np.float32(eye_picks.get(index, 0.0)) * eyes[..., 0]
+                eye_weight = sum(np.float32(part.get(index, 0.0)) * share[k] for k, part in enumerate(sharp))
+                weight = weight * (1.0 - eyes[..., 0]) + eye_weight * eyes[..., 0]
             weight = weight * mask * trust
             band += weight[..., None] * self._band(crop, eyes)
             cover += weight

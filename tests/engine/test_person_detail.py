@@ -12,6 +12,7 @@ from swap_engine.person_detail import (
     References,
     displacement_fields,
     fine_band,
+    part_weights,
     shape_descriptor,
     warp_by_field,
 )
@@ -91,8 +92,20 @@ def test_the_eyes_and_the_mouth_pick_their_own_faces():
         np.ones((2, SIZE, SIZE), np.float32),
     )
     detail = ReferenceDetail(refs, model_size=32, picks=1, memory=0.0)
-    upper, mouth = detail.choose(_points(0, eye_open=1.2, mouth_open=1.8))
-    assert list(upper) == [0] and list(mouth) == [1]
+    right, left, mouth = detail.choose(_points(0, eye_open=1.2, mouth_open=1.8))
+    assert list(right) == [0] and list(left) == [0] and list(mouth) == [1]
+
+
+def test_each_eye_picks_its_own_face():
+    """A wink in the set is no pick for an actor with both eyes open, however close its other eye is."""
+    refs = References(
+        np.stack([_textured(22), _textured(23)]),
+        np.stack([_points(0, eye_open=1.0, right_open=0.1), _points(0, eye_open=0.7)]),
+        np.ones((2, SIZE, SIZE), np.float32),
+    )
+    detail = ReferenceDetail(refs, model_size=32, picks=1, memory=0.0)
+    right, left, _ = detail.choose(_points(0, eye_open=1.0))
+    assert list(right) == [1] and list(left) == [0]
 
 
 def test_a_change_of_pick_fades_in_over_frames():
@@ -147,7 +160,7 @@ def test_one_enrolled_photo_is_enough():
     for opening in (1.0, 1.1, 0.2):
         out = detail.apply(face, _points(0, eye_open=opening))
         assert out.shape == face.shape and out.dtype == np.uint8
-    assert detail.choose(_points(0)) == [{0: 1.0}, {0: 1.0}]
+    assert detail.choose(_points(0)) == [{0: 1.0}, {0: 1.0}, {0: 1.0}]
     with pytest.raises(ValueError, match="no reference faces"):
         ReferenceDetail(References(refs.crops[:0], refs.points[:0], refs.masks[:0]), model_size=32)
 
@@ -169,3 +182,20 @@ def test_over_the_eyes_the_persons_own_eye_replaces_the_drawn_blob():
         darkness.append(np.mean([160 - float(out[round(float(c[1])), round(float(c[0]))].mean()) for c in centres]))
     plain, wide = darkness
     assert wide > 60 and wide > 1.5 * plain  # most of the reference's dark iris (120 below the skin)
+
+
+def test_the_parts_share_the_face_each_eye_on_its_side_the_mouth_below():
+    from swap_engine.landmarks import LEFT_EYE, LIPS_OUTER, RIGHT_EYE
+
+    points = np.full((478, 2), SIZE / 2, np.float32)
+    rng = np.random.default_rng(4)
+    for group, (x, y) in ((RIGHT_EYE, (0.33, 0.4)), (LEFT_EYE, (0.67, 0.4)), (LIPS_OUTER, (0.5, 0.78))):
+        points[list(group)] = np.array([x, y]) * SIZE + rng.normal(0, 2, (len(group), 2))
+    points[168] = (0.5 * SIZE, 0.4 * SIZE)  # between the eyes
+    points[1] = (0.5 * SIZE, 0.58 * SIZE)  # nose tip
+    points[0] = (0.5 * SIZE, 0.7 * SIZE)  # upper lip's top
+    share = part_weights(points, SIZE)
+    assert share.shape == (3, SIZE, SIZE) and np.allclose(share.sum(axis=0), 1.0)
+    for part, group in enumerate((RIGHT_EYE, LEFT_EYE, LIPS_OUTER)):
+        x, y = np.round(points[list(group)].mean(axis=0)).astype(int)
+        assert share[part, y, x] == 1.0  # each part draws all of its own feature
