@@ -129,7 +129,7 @@ class ConvertOptions:
     # ``faceset`` most like the actor's expression, warped onto the face; 0 = off). Detail finer than a face
     # ``person_detail_px`` wide is theirs (None: half the decoder's output side, below which a briefly trained
     # decoder's features are soft). A decoder that already draws the blend crop's side (``hires``) gets none.
-    # Measured (docs/QUALITY.md Round 5): both pairs' likeness and sharpness up, eyes with lids and irises.
+    # Measured (docs/QUALITY.md Rounds 5-6): both pairs' likeness and sharpness up, eyes with lids, whites and irises.
     person_detail: float = 1.0
     person_detail_px: int | None = None
     # ... and over the eyes, detail finer than a face this wide (None: an eighth of the decoder's side): a decoder's
