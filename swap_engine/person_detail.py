@@ -175,10 +175,10 @@ class References:
 class ReferenceDetail:
     """Per face track: ``apply(face, points)`` returns the drawn face with the person's detail laid over it; call in
     frame order, ``reset()`` at cuts, ``learn_actor`` once with the actor's faces over the clip. ``amount`` scales
-    the band; each part of the face (``PARTS``: each eye, the mouth) blends its own ``picks`` enrolled faces, weighted by how close their
-    shapes are, the weights carried over frames (``memory``) so a change of pick fades in. Over the eyes the band is
-    wider (finer than ``eye_px``) and drawn from the closest pick mostly (weights to the power ``eye_sharpen``): a blend
-    of three eyes looking three ways is a blur."""
+    the band; each part of the face (``PARTS``: each eye, the mouth) blends its own ``picks`` enrolled faces,
+    weighted by how close their shapes are, the weights carried over frames (``memory``) so a change of pick fades
+    in. Over the eyes the band is wider (finer than ``eye_px``) and drawn from the closest pick mostly (weights to the
+    power ``eye_sharpen``): a blend of three eyes looking three ways is a blur."""
 
     def __init__(
         self, refs: References, model_size: int, *, amount: float = 1.0, picks: int = 3, memory: float = 0.6,
@@ -291,8 +291,8 @@ class ReferenceDetail:
         return chosen
 
     def choose(self, points: np.ndarray) -> list[dict[int, float]]:
-        """Per part (``PARTS``: each eye with its brow, the mouth), the enrolled faces to draw detail from and their weights
-        (summing to 1), carried over from earlier frames."""
+        """Per part (``PARTS``: each eye with its brow, the mouth), the enrolled faces to draw detail from and their
+        weights (summing to 1), carried over from earlier frames."""
         return self._choose(*self._relative(points))
 
     def register(self, indices: list[int], points: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
