@@ -73,8 +73,9 @@ for _g in SHAPE_GROUPS:
 
 def part_weights(points: np.ndarray, size: int) -> np.ndarray:
     """``(3, S, S)`` float32 summing to 1: how much of each pixel each part's picks draw (``PARTS``: the eye on the
-    image's left with its brow, the other, the mouth), by where it is in the (upright, aligned) crop: the eyes' parts
-    down to the nose tip, each on its side of the nose's bridge, the mouth's from the upper lip, linear ramps between."""
+    image's left with its brow, the other, the mouth), by where it is in the (upright, aligned) crop: the eyes'
+    parts down to the nose tip, each on its side of the nose's bridge, the mouth's from the upper lip, linear ramps
+    between."""
     p = np.asarray(points, np.float64)
     top, bottom = float(p[1, 1]), float(p[0, 1])  # nose tip, upper lip's top
     if bottom <= top + 1.0:
