@@ -5,8 +5,8 @@ a 250 px face they stay blobs. The enrolled face set holds the person's real fac
 alignment as conversion's crops. For each swapped face ``ReferenceDetail``:
 
 - picks, for each eye (with its iris and brow) and for the mouth apart, the enrolled faces shaped most like the
-  actor's there, each compared as a departure from its owner's typical face (landmark shapes only, no identity
-  model), weighted, the weights carried over frames so a change of pick fades in;
+  actor's there (landmark shapes only, no identity model; eyes and brows compared as departures from their owner's
+  typical face, the lips as they are), weighted, the weights carried over frames so a change of pick fades in;
 - warps them onto where the person's features sit on this frame (their typical layout moved as the actor's face
   moves: the decoder draws the person's brows and eyes, not the actor's), by a smooth field through the 478 points;
 - replaces the drawn face's band finer than ``band_px`` (the crop minus the crop seen at ``band_px`` px) with
@@ -48,6 +48,10 @@ SHAPE_GROUPS: tuple[tuple[int, ...], ...] = (
     LIPS_INNER,
 )
 _LAYOUT = tuple(sorted(set(RIGHT_EYE + LEFT_EYE + LIPS_OUTER + (1, 4, 6, 152))))  # where the features sit (pose)
+# Groups compared as they are, not as departures from each person's typical face (indices into SHAPE_GROUPS): the
+# lips. Open or closed is the same for everyone, and a person enrolled talking has a half-open mouth for typical: taken
+# relatively, her closed mouth matched his usual talking one and laid his teeth over her closed lips.
+ABSOLUTE_GROUPS: tuple[int, ...] = (4, 5)
 LAYOUT_WEIGHT = 0.5  # of the layout term against the shape terms
 # The face's parts, each with enrolled faces of its own: each eye with its brow, and the mouth. A face set of a few
 # dozen photos rarely holds one face whose eyes *and* lips are as the actor's are on a frame (his eyes open, his mouth
@@ -198,11 +202,14 @@ class ReferenceDetail:
         self.picks = max(1, min(int(picks), len(refs.crops)))
         self.memory = float(memory)
         self.warp_sigma = warp_sigma if warp_sigma is not None else self.size / 64.0
-        # Shapes are compared as departures from each person's own typical face: a man with narrow eyes looking
-        # ahead should pick her eyes looking ahead, not her squints.
+        # Shapes (all but the lips, ABSOLUTE_GROUPS) are compared as departures from each person's own typical face:
+        # a man with narrow eyes looking ahead should pick her eyes looking ahead, not her squints.
         # Without the actor's typical face (``learn_actor``) the shapes compare as they are.
         self.shapes = np.stack([shape_descriptor(p, self.size) for p in refs.points])  # (N, D)
         self.typical = np.median(self.shapes, axis=0)
+        self._relative_cols = np.ones(self.shapes.shape[1], np.float32)  # 0 on the columns compared as they are
+        for g in ABSOLUTE_GROUPS:
+            self._relative_cols[_GROUP_SLICES[g]] = 0.0
         self.typical_points = np.median(refs.points, axis=0)  # (478, 2): the person's own layout
         self.actor_typical: np.ndarray | None = None
         self.actor_points: np.ndarray | None = None
@@ -231,7 +238,8 @@ class ReferenceDetail:
     def _relative(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         shape, refs = shape_descriptor(points, self.size), self.shapes
         if self.actor_typical is not None:
-            shape, refs = shape - self.actor_typical, refs - self.typical
+            keep = self._relative_cols
+            shape, refs = shape - keep * self.actor_typical, refs - keep * self.typical
         return shape, refs
 
     def _region_confidence(self, shape: np.ndarray, refs: np.ndarray, picks: list[dict[int, float]]) -> np.ndarray:

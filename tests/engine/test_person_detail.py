@@ -84,6 +84,20 @@ def test_picks_follow_the_expression_not_the_two_peoples_features():
     assert list(detail.choose(_points(0, eye_open=0.5))[0]) == [1]
 
 
+def test_a_closed_mouth_picks_a_closed_mouth_whatever_each_one_usually_does():
+    """Enrolled mostly talking (a half-open mouth is their typical one), an actor whose mouth stays closed: the mouth
+    picks the enrolled closed mouth, not the typical open one (taken relatively, his teeth went over her lips)."""
+    opens = [1.8, 1.8, 1.9, 1.7, 0.1]
+    refs = References(
+        np.stack([_textured(30 + k) for k in range(len(opens))]),
+        np.stack([_points(0, mouth_open=o) for o in opens]),
+        np.ones((len(opens), SIZE, SIZE), np.float32),
+    )
+    detail = ReferenceDetail(refs, model_size=32, picks=1, memory=0.0)
+    detail.learn_actor([_points(0, mouth_open=0.1)] * 5)
+    assert list(detail.choose(_points(0, mouth_open=0.1))[2]) == [4]
+
+
 def test_the_eyes_and_the_mouth_pick_their_own_faces():
     """No enrolled face has open eyes *and* an open mouth: the eyes come from one, the mouth from another."""
     refs = References(
