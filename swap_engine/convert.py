@@ -9,9 +9,9 @@ no chosen face is present, large enough and turned towards the camera are writte
 every output frame carries); the report counts per person the frames swapped. The output keeps the clip's fps, frame count and audio, carries synthetic-media
 metadata, and is fitted to a byte limit.
 
-What is drawn: the decoder's face, scaled to the blend crop, with its detail finer than half the decoder's side
-replaced by the person's own, from the enrolled faces of their face set most like the actor's expression
-(``person_detail.py``; ``ConvertOptions.person_detail``, on when the target has a ``faceset``).
+What is drawn: the decoder's face, scaled to the blend crop, with its detail finer than half the decoder's side (over
+the eyes, an eighth) replaced by the person's own, from the enrolled faces of their face set most like the actor's
+eyes and mouth (``person_detail.py``; ``ConvertOptions.person_detail``, on when the target has a ``faceset``).
 
 Where the swap shows: the actor's face without hair (``segment.face_region`` on each frame's crop, with the hair
 segmenter when ``ConvertOptions.hair_model`` is set; smoothed over frames) (∩ the decoder's learned mask only with
@@ -27,8 +27,8 @@ model and blending of the one before; masking and pasting faces back run on ``bl
 outside the GIL; colour matching, which carries statistics from frame to frame, stays in order); a writer thread
 labels each frame and feeds the encoder (ffmpeg encodes in its own process). Frames are modified in place, never copied whole. ``ConvertReport.timings`` (seconds): ``decode``,
 ``hair_wait`` and ``encode_wait`` are the calling thread waiting for the reader, the segmenter and the writer;
-``align``, ``model``, ``blend`` its own work (``person_detail``, part of ``blend``); ``hair`` the segmenter's busy time summed over its threads; ``label``
-and ``encode`` the writer thread's busy time (``encode``: writing to ffmpeg's pipe, i.e. waiting for the encoder).
+``align``, ``model``, ``blend`` its own work (``person_detail``, part of ``blend``); ``hair`` the segmenter's busy
+time summed over its threads; ``label`` and ``encode`` the writer thread's busy time (``encode``: writing to ffmpeg's pipe, i.e. waiting for the encoder).
 Stages overlap, so they add up to more than ``total``.
 """
 

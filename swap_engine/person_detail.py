@@ -210,8 +210,11 @@ class ReferenceDetail:
         self._relative_cols = np.ones(self.shapes.shape[1], np.float32)  # 0 on the columns compared as they are
         for g in ABSOLUTE_GROUPS:
             self._relative_cols[_GROUP_SLICES[g]] = 0.0
+        # What is subtracted from the actor's shape and the references' shapes before they compare (``_relative``):
+        # nothing until ``learn_actor``, then each one's typical face on the relative columns.
+        self._actor_shift = np.zeros(self.shapes.shape[1], np.float32)
+        self._refs = self.shapes
         self.typical_points = np.median(refs.points, axis=0)  # (478, 2): the person's own layout
-        self.actor_typical: np.ndarray | None = None
         self.actor_points: np.ndarray | None = None
         self._weights: list[dict[int, float]] = [{} for _ in PARTS]
         columns = np.arange(self.shapes.shape[1])
@@ -236,11 +239,7 @@ class ReferenceDetail:
         ])  # fmt: skip
 
     def _relative(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        shape, refs = shape_descriptor(points, self.size), self.shapes
-        if self.actor_typical is not None:
-            keep = self._relative_cols
-            shape, refs = shape - keep * self.actor_typical, refs - keep * self.typical
-        return shape, refs
+        return shape_descriptor(points, self.size) - self._actor_shift, self._refs
 
     def _region_confidence(self, shape: np.ndarray, refs: np.ndarray, picks: list[dict[int, float]]) -> np.ndarray:
         """``(len(REGIONS),)`` in [0, 1]: 1 where the picks show the region about as well as usual
@@ -260,7 +259,9 @@ class ReferenceDetail:
         """The actor's typical shape, from their faces' crop points (``(478, 2)`` each, at this side) over the clip."""
         if not points:
             return
-        self.actor_typical = np.median(np.stack([shape_descriptor(p, self.size) for p in points]), axis=0)
+        actor_typical = np.median(np.stack([shape_descriptor(p, self.size) for p in points]), axis=0)
+        self._actor_shift = self._relative_cols * actor_typical
+        self._refs = self.shapes - self._relative_cols * self.typical
         self.actor_points = np.median(np.stack(points), axis=0)
         gaps = []
         for p in points:
@@ -345,7 +346,9 @@ class ReferenceDetail:
         share = part_weights(layout, self.size)  # (3, S, S)
         # Per pixel: how much each enrolled face speaks for it: each part's picks by its share of the face, over the
         # eyes sharpened towards the closest pick.
-        sharp = [_normalised({i: w**self.eye_sharpen for i, w in part.items()}) for part in picks]
+        sharp: list[dict[int, float]] = []
+        if eyes is not None:
+            sharp = [_normalised({i: w**self.eye_sharpen for i, w in part.items()}) for part in picks]
         used = sorted({i for part in picks for i in part})
         band = np.zeros(face.shape, np.float32)
         cover = np.zeros(face.shape[:2], np.float32)  # how much of each pixel the references speak for
