@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--person-eye-px", type=int, default=None,
                         help="over the eyes, detail finer than a face this wide is the person's (default: an eighth"
                              " of the decoder's side)")
+    parser.add_argument("--no-person-mouth", action="store_true",
+                        help="over the mouth only the fine band, as over the rest of the face (before round 7)")
     args = parser.parse_args(argv)
     settings = Settings.load()
     with tempfile.TemporaryDirectory() as tmp:
@@ -97,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             person_detail=args.person_detail,
             person_detail_px=args.person_detail_px,
             person_eye_px=args.person_eye_px,
+            person_mouth=not args.no_person_mouth,
             faceset=faces,
             keep_mouth=args.keep_mouth,
             learned_mask=args.learned_mask,

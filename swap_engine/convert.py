@@ -135,6 +135,10 @@ class ConvertOptions:
     # ... and over the eyes, detail finer than a face this wide (None: an eighth of the decoder's side): a decoder's
     # eye a few pixels wide is a dark blob, and the person's own eye (lids, white, iris) replaces all but its light.
     person_eye_px: int | None = None
+    # ... and over the mouth all of it but the light of the skin round the lips: their own lips and mouth, warped open
+    # or shut to the actor's opening as far as a mouth stretches (person_detail.STRETCH_FULL): the decoder's small
+    # soft O for a shout the person never made, and its parted lips over an actor's closed ones, are gone.
+    person_mouth: bool = True
     faceset: Path | None = None  # the person's face-set folder (with ``targets``: each SwapTarget's own)
     hair_threads: int | None = None  # threads running the hair segmenter; None: half the CPU cores, 1 to 4
     blend_threads: int | None = None  # threads masking and pasting faces; None: 1 up to 4 cores, else cores/4 (<= 4)
@@ -255,7 +259,8 @@ class FrameSwapper:
                 if side > out_size:  # a decoder that draws the crop's side (hires) needs none
                     self.detail = ReferenceDetail(refs.resized(side), out_size, amount=opts.person_detail,
                                                   band_px=opts.person_detail_px or out_size // 2,
-                                                  eye_px=opts.person_eye_px or out_size // 8)  # fmt: skip
+                                                  eye_px=opts.person_eye_px or out_size // 8,
+                                                  mouth=opts.person_mouth)  # fmt: skip
                     crop_px = side
             except (OSError, ValueError, KeyError) as exc:
                 # The swap goes on without it: the drawn face alone, as before this detail existed.

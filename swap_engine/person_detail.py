@@ -12,10 +12,15 @@ alignment as conversion's crops. For each swapped face ``ReferenceDetail``:
 - replaces the drawn face's band finer than ``band_px`` (the crop minus the crop seen at ``band_px`` px) with
   theirs, and over the eyes the wider band finer than ``eye_px`` (a drawn eye a few pixels wide is a dark blob: their
   own lids, white and iris replace all of it but its light), only where their own face shows (their stored
-  face-without-hair mask, warped along: never their hair), and not in a region (an eye, the mouth) that no enrolled
-  face shows as the actor has it (a wink, a shout the person never made): there the drawn face stays.
+  face-without-hair mask, warped along: never their hair), and not in a region (an eye) that no enrolled face shows
+  as the actor has it (a wink the person never made): there the drawn face stays;
+- with ``mouth``, over the mouth all of it but the light of the skin round the lips: their own lips and mouth, warped
+  open or shut to the actor's opening (the decoder draws a small soft O for a shout it never saw, and parted lips
+  over an actor's closed ones), as far as a mouth stretches (``STRETCH_FULL``: an O opens to a shout, closed lips do
+  not); beyond it the drawn mouth stays.
 
-The drawn face keeps everything coarser than ``band_px`` (``eye_px``): light, colour, the pose and the expression.
+The drawn face keeps everything coarser than ``band_px`` (``eye_px``; round the mouth, the skin's light): light,
+colour, the pose and the expression.
 
 Contract (numpy + OpenCV): faces ``(S, S, 3)`` uint8 RGB; points ``(478, 2)`` float crop pixels; the references are
 ``(N, S, S, 3)`` uint8, ``(N, 478, 2)`` float32 and masks ``(N, S, S)`` float32 in [0, 1], at the same side and
@@ -68,6 +73,15 @@ REGIONS: tuple[tuple[tuple[int, ...], tuple[int, ...], int], ...] = (
 )
 CONFIDENT_BELOW = 1.5  # x the region's usual gap: the person's detail in full
 CONFIDENT_NONE = 3.0  # x: none of it
+# With ``mouth`` the mouth's picks are warped open or shut to the actor's opening instead, as
+# far as a mouth stretches: an O opened to a shout reads as a shout, closed lips pulled apart tear into stacked lip
+# lines. The stretch is (target opening + floor) / (picks' opening + floor), openings as ``mouth_opening``; the
+# person's mouth in full up to STRETCH_FULL, none from STRETCH_NONE (there the drawn mouth stays).
+STRETCH_FULL = 2.0
+STRETCH_NONE = 3.0
+STRETCH_FLOOR = 0.1
+MOUTH_MARGIN = 0.08  # of the side: the mouth's area is the lips grown by this (over the drawn mouth too)
+MOUTH_LIGHT = 1 / 16  # of the side: the Gaussian whose skin round the lips gives the mouth its light
 _GROUP_SLICES: list[slice] = []
 _at = 0
 for _g in SHAPE_GROUPS:
@@ -90,6 +104,14 @@ def part_weights(points: np.ndarray, size: int) -> np.ndarray:
     cols = np.clip((p[168, 0] + half - np.arange(size, dtype=np.float64)) / (2 * half), 0.0, 1.0).astype(np.float32)
     left = np.repeat(cols[None, :], size, axis=0)  # 1 on the image's left
     return np.stack([upper * left, upper * (1.0 - left), 1.0 - upper])
+
+
+def mouth_opening(points: np.ndarray) -> float:
+    """The lips' gap (inner lips' middles, landmarks 13-14) over the mouth's width (corners 61-291): 0 closed, about
+    0.5 for an O, 0.8-0.9 for a shout."""
+    p = np.asarray(points, np.float64)
+    width = max(float(np.linalg.norm(p[291] - p[61])), 1e-6)
+    return float(np.linalg.norm(p[14] - p[13])) / width
 
 
 def shape_descriptor(points: np.ndarray, size: int) -> np.ndarray:
@@ -188,7 +210,7 @@ class ReferenceDetail:
     def __init__(
         self, refs: References, model_size: int, *, amount: float = 1.0, picks: int = 3, memory: float = 0.6,
         warp_sigma: float | None = None, band_px: int | None = None, eye_px: int | None = None,
-        eye_sharpen: float = 3.0,
+        eye_sharpen: float = 3.0, mouth: bool = False,
     ) -> None:  # fmt: skip
         if len(refs.crops) == 0:
             raise ValueError("no reference faces")
@@ -198,6 +220,9 @@ class ReferenceDetail:
         self.band_px = int(band_px or model_size)  # detail finer than a face this many px wide is the reference's
         self.eye_px = int(eye_px or self.band_px)  # ... and over the eyes, finer than this
         self.eye_sharpen = float(eye_sharpen)
+        self.mouth = bool(mouth)  # over the mouth: all but the light of the skin round the lips
+        self.openings = np.array([mouth_opening(p) for p in refs.points])  # (N,)
+        self._stretch_trust: float | None = None
         self.amount = float(amount)
         self.picks = max(1, min(int(picks), len(refs.crops)))
         self.memory = float(memory)
@@ -254,6 +279,7 @@ class ReferenceDetail:
     def reset(self) -> None:
         self._weights = [{} for _ in PARTS]
         self._confidence = None
+        self._stretch_trust = None
 
     def learn_actor(self, points: list[np.ndarray]) -> None:
         """The actor's typical shape, from their faces' crop points (``(478, 2)`` each, at this side) over the clip."""
@@ -315,58 +341,111 @@ class ReferenceDetail:
             out.append((crop, warp_by_field(self.refs.masks[index], field)))
         return out
 
-    def _band(self, image: np.ndarray, eyes: np.ndarray | None) -> np.ndarray:
-        """``image``'s band finer than ``band_px``, and where the eyes are (``eyes`` ``(S, S, 1)``) finer than
-        ``eye_px``."""
+    def _band(self, image: np.ndarray, eyes: np.ndarray | None, mouth: _Mouth | None) -> np.ndarray:
+        """``image``'s band finer than ``band_px``, where the eyes are (``eyes`` ``(S, S, 1)``) finer than
+        ``eye_px``, and where the mouth is (``mouth``) all of it but the light of the skin round the lips."""
         band = fine_band(image, self.band_px)
-        if eyes is None:
-            return band
-        wide: np.ndarray = band + eyes * (fine_band(image, self.eye_px) - band)
+        wide: np.ndarray = band
+        if eyes is not None:
+            wide = wide + eyes * (fine_band(image, self.eye_px) - band)
+        if mouth is not None:
+            wide = wide + mouth.area * (image - mouth.light(image) - band)
         return wide
+
+    def _mouth_trust(self, layout: np.ndarray, picks: dict[int, float]) -> float:
+        """In [0, 1]: how far the mouth's ``picks`` may be warped to the opening of ``layout`` (``STRETCH_FULL``),
+        carried over frames like the picks."""
+        have = sum(w * float(self.openings[i]) for i, w in picks.items())
+        stretch = (mouth_opening(layout) + STRETCH_FLOOR) / (have + STRETCH_FLOOR)
+        trust = float(np.clip((STRETCH_NONE - stretch) / (STRETCH_NONE - STRETCH_FULL), 0.0, 1.0))
+        if self._stretch_trust is not None:
+            trust = self.memory * self._stretch_trust + (1 - self.memory) * trust
+        self._stretch_trust = trust
+        return trust
 
     def apply(self, face: np.ndarray, points: np.ndarray) -> np.ndarray:
         """``face`` ``(S, S, 3)`` uint8 (the decoder's, scaled to S) with its band finer than ``band_px`` (over the
-        eyes, ``eye_px``) replaced by the chosen enrolled faces' (``amount`` of it), each part by its own picks, where
-        their face is and the region's picks are trusted."""
+        eyes, ``eye_px``; over the mouth with ``mouth``, all but the skin's light) replaced by the chosen enrolled
+        faces' (``amount`` of it), each part by its own picks, where their face is and the region's picks are
+        trusted."""
         if face.shape[:2] != (self.size, self.size):
             raise ValueError(f"face {face.shape[:2]} does not match the {self.size} px references")
         layout = self.person_layout(points)
         shape, refs = self._relative(points)
         picks = self._choose(shape, refs)
-        trust = np.ones(face.shape[:2], np.float32)
-        for conf, (_, area, _) in zip(self._region_confidence(shape, refs, picks), REGIONS, strict=True):
-            if conf < 1.0:
-                hull = part_hulls(layout, self.size, (area,), 0.04)
-                hull = cv2.GaussianBlur(hull, (0, 0), max(1.0, self.size * 0.02))
-                trust *= 1.0 - np.float32(1.0 - conf) * hull
+        confidence = self._region_confidence(shape, refs, picks).copy()
+        hulls: list[np.ndarray | None] = [None] * len(REGIONS)
         eyes = None
+        mouth = None
         if self.eye_px != self.band_px:
             eyes = part_hulls(layout, self.size, (RIGHT_EYE, LEFT_EYE), 0.035)
             eyes = cv2.GaussianBlur(eyes, (0, 0), max(1.0, self.size * 0.015))[..., None]
+        if self.mouth:
+            mouth = _Mouth.at(layout, self.size)
+            # The mouth's picks are warped to the actor's opening: trusted as far as they stretch, not by shape.
+            confidence[-1] = self._mouth_trust(layout, picks[-1])
+            hulls[-1] = mouth.area[..., 0]
+        trust = np.ones(face.shape[:2], np.float32)
+        for k, (conf, (_, area, _)) in enumerate(zip(confidence, REGIONS, strict=True)):
+            if conf < 1.0:
+                hull = hulls[k]
+                if hull is None:
+                    hull = part_hulls(layout, self.size, (area,), 0.04)
+                    hull = cv2.GaussianBlur(hull, (0, 0), max(1.0, self.size * 0.02))
+                trust *= 1.0 - np.float32(1.0 - conf) * hull
         share = part_weights(layout, self.size)  # (3, S, S)
         # Per pixel: how much each enrolled face speaks for it: each part's picks by its share of the face, over the
-        # eyes sharpened towards the closest pick.
+        # eyes and the mouth with the wide band sharpened towards the closest pick.
         sharp: list[dict[int, float]] = []
-        if eyes is not None:
-            sharp = [_normalised({i: w**self.eye_sharpen for i, w in part.items()}) for part in picks]
+        focus = np.zeros(face.shape[:2], np.float32)
+        for feature in (eyes, None if mouth is None else mouth.area):
+            if feature is not None:
+                focus = np.maximum(focus, feature[..., 0])
+                sharp = [_normalised({i: w**self.eye_sharpen for i, w in part.items()}) for part in picks]
         used = sorted({i for part in picks for i in part})
         band = np.zeros(face.shape, np.float32)
         cover = np.zeros(face.shape[:2], np.float32)  # how much of each pixel the references speak for
         for index, (crop, mask) in zip(used, self.register(used, layout), strict=True):
             weight = sum(np.float32(part.get(index, 0.0)) * share[k] for k, part in enumerate(picks))
-            if eyes is not None:
-                eye_weight = sum(np.float32(part.get(index, 0.0)) * share[k] for k, part in enumerate(sharp))
-                weight = weight * (1.0 - eyes[..., 0]) + eye_weight * eyes[..., 0]
+            if sharp:
+                sharp_weight = sum(np.float32(part.get(index, 0.0)) * share[k] for k, part in enumerate(sharp))
+                weight = weight * (1.0 - focus) + sharp_weight * focus
             weight = weight * mask * trust
-            band += weight[..., None] * self._band(crop, eyes)
+            band += weight[..., None] * self._band(crop, eyes, mouth)
             cover += weight
         # The drawn face's own band is replaced there, not added to: below the model's resolution the decoder drew
         # the features too, and both together would draw them twice as dark.
-        own = self._band(face.astype(np.float32), eyes) * cover[..., None]
+        own = self._band(face.astype(np.float32), eyes, mouth) * cover[..., None]
         out: np.ndarray = np.clip(
             face.astype(np.float32) + np.float32(self.amount) * (band - own) + 0.5, 0, 255
         ).astype(np.uint8)
         return out
+
+
+@dataclass(frozen=True)
+class _Mouth:
+    """Where the mouth is taken whole on one frame: ``area`` ``(S, S, 1)`` float32 in [0, 1] (the lips grown by
+    ``MOUTH_MARGIN``, feathered); ``skin`` ``(S, S)`` float32 (1 off the lips) and its blur by ``sigma`` px."""
+
+    area: np.ndarray
+    skin: np.ndarray
+    skin_blur: np.ndarray
+    sigma: float
+
+    @staticmethod
+    def at(layout: np.ndarray, size: int) -> _Mouth:
+        area = part_hulls(layout, size, (LIPS_OUTER,), MOUTH_MARGIN)
+        area = cv2.GaussianBlur(area, (0, 0), max(1.0, size * 0.025))[..., None]
+        skin = (1.0 - part_hulls(layout, size, (LIPS_OUTER,), 0.01)).astype(np.float32)
+        sigma = max(1.0, size * MOUTH_LIGHT)
+        skin_blur = np.maximum(cv2.GaussianBlur(skin, (0, 0), sigma), 1e-3)
+        return _Mouth(area, skin, skin_blur, sigma)
+
+    def light(self, image: np.ndarray) -> np.ndarray:
+        """``image`` ``(S, S, 3)`` float32 blurred over the skin only: its light round the mouth, not the mouth's
+        own darkness (a drawn small O and a person's wide open mouth then get the same light)."""
+        light: np.ndarray = cv2.GaussianBlur(image * self.skin[..., None], (0, 0), self.sigma) / self.skin_blur[..., None]
+        return light
 
 
 def _normalised(weights: dict[int, float]) -> dict[int, float]:

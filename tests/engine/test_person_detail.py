@@ -213,3 +213,83 @@ def test_the_parts_share_the_face_each_eye_on_its_side_the_mouth_below():
     for part, group in enumerate((RIGHT_EYE, LEFT_EYE, LIPS_OUTER)):
         x, y = np.round(points[list(group)].mean(axis=0)).astype(int)
         assert share[part, y, x] == 1.0  # each part draws all of its own feature
+
+
+def _mouth_face(gap: float) -> np.ndarray:
+    """478 crop points of a face whose lips part ``gap`` px: eyes and brows in place, the lips two ellipses (the
+    outer line and the opening), every other landmark on a grid clear of the mouth."""
+    from swap_engine.landmarks import LEFT_BROW, LEFT_EYE, LIPS_INNER, LIPS_OUTER, RIGHT_BROW, RIGHT_EYE
+
+    cx, cy = 0.5 * SIZE, 0.74 * SIZE
+    grid = [(x, y) for y in range(6, SIZE - 5, 8) for x in range(6, SIZE - 5, 8)
+            if abs(x - cx) > 0.26 * SIZE or abs(y - cy) > 0.2 * SIZE]  # fmt: skip
+    pts = np.array([grid[k % len(grid)] for k in range(478)], np.float64)
+    for group, (x, y), (a, b) in (
+        (RIGHT_EYE, (0.33, 0.4), (0.08, 0.03)), (LEFT_EYE, (0.67, 0.4), (0.08, 0.03)),
+        (RIGHT_BROW, (0.33, 0.32), (0.1, 0.015)), (LEFT_BROW, (0.67, 0.32), (0.1, 0.015)),
+    ):  # fmt: skip
+        t = np.linspace(0, 2 * np.pi, len(group), endpoint=False)
+        pts[list(group)] = np.stack([x * SIZE + a * SIZE * np.cos(t), y * SIZE + b * SIZE * np.sin(t)], 1)
+    for group, half_width, half_height in (
+        (LIPS_OUTER, 0.17 * SIZE, 0.05 * SIZE + gap / 2), (LIPS_INNER, 0.13 * SIZE, gap / 2 + 0.2)
+    ):  # fmt: skip
+        t = np.linspace(np.pi, 3 * np.pi, len(group), endpoint=False)  # from the left corner, along the lower lip
+        pts[list(group)] = np.stack([cx + half_width * np.cos(t), cy - half_height * np.sin(t)], 1)
+    pts[[61, 291]] = pts[[78, 308]] + np.array([[-0.04 * SIZE, 0.0], [0.04 * SIZE, 0.0]])  # corners on the line
+    pts[168], pts[1] = (0.5 * SIZE, 0.4 * SIZE), (0.5 * SIZE, 0.58 * SIZE)  # between the eyes, the nose tip
+    return pts.astype(np.float32)
+
+
+def _mouth_crop(points: np.ndarray, opening_grey: int, blur: float = 0.0) -> np.ndarray:
+    """A skin-grey crop with red lips and a mouth opening of ``opening_grey`` where ``points`` have them."""
+    from swap_engine.landmarks import LIPS_INNER, LIPS_OUTER
+
+    crop = np.full((SIZE, SIZE, 3), 170, np.uint8)
+    cv2.fillConvexPoly(crop, np.round(points[list(LIPS_OUTER)]).astype(np.int32), (200, 90, 90))
+    cv2.fillConvexPoly(crop, np.round(points[list(LIPS_INNER)]).astype(np.int32), (opening_grey,) * 3)
+    return cv2.GaussianBlur(crop, (0, 0), blur) if blur else crop
+
+
+def test_mouth_opening_reads_closed_an_o_and_a_shout():
+    from swap_engine.person_detail import mouth_opening
+
+    assert mouth_opening(_mouth_face(0.0)) < 0.05
+    assert mouth_opening(_mouth_face(0.2 * SIZE)) == pytest.approx(0.2 / 0.34, abs=0.02)  # corners 0.04 beyond the opening
+
+
+def test_over_the_mouth_the_persons_own_mouth_opens_as_wide_as_the_actors():
+    """The decoder draws a small soft O for a shout the person never made; their own O, warped to the actor's opening,
+    replaces it. Without the mouth band (the mouth's detail fading for a shape never enrolled) the O stays small."""
+    from swap_engine.landmarks import LIPS_INNER, LIPS_OUTER
+    from swap_engine.segment import part_hulls
+
+    o_mouth, shout = _mouth_face(0.12 * SIZE), _mouth_face(0.22 * SIZE)
+    refs = References(_mouth_crop(o_mouth, 30)[None], o_mouth[None], np.ones((1, SIZE, SIZE), np.float32))
+    drawn = _mouth_crop(_mouth_face(0.06 * SIZE), 90, blur=3.0)  # the decoder's small soft O
+    # Where the actor's mouth is open beyond the decoder's small O (an edge in from the actor's lips, clear of the O).
+    beyond = (part_hulls(shout, SIZE, (LIPS_INNER,), -0.02) > 0.5) & (
+        part_hulls(_mouth_face(0.06 * SIZE), SIZE, (LIPS_OUTER,), 0.02) < 0.5
+    )
+    assert beyond.sum() > 40
+    dark = {}
+    for mouth in (False, True):
+        out = ReferenceDetail(refs, model_size=64, band_px=32, eye_px=8, mouth=mouth).apply(drawn, shout)
+        dark[mouth] = 170 - float(out[beyond].mean(axis=1).mean())
+    assert dark[True] > 70 and dark[False] < 30  # the person's dark opening there (140 below the skin), or none of it
+
+
+def test_closed_lips_are_not_torn_open_for_a_shout():
+    """Lips enrolled only closed, pulled apart to a shout, tear into stacked lip lines: that mouth keeps the drawn
+    face, while an O opened as wide is the person's."""
+    from swap_engine.landmarks import LIPS_OUTER
+    from swap_engine.segment import part_hulls
+
+    closed, o_mouth, shout = _mouth_face(0.0), _mouth_face(0.12 * SIZE), _mouth_face(0.22 * SIZE)
+    drawn = _mouth_crop(_mouth_face(0.06 * SIZE), 90, blur=3.0)
+    lips = part_hulls(shout, SIZE, (LIPS_OUTER,), 0.0) > 0.5
+    changed = {}
+    for name, pts in (("closed", closed), ("o", o_mouth)):
+        refs = References(_mouth_crop(pts, 30)[None], pts[None], np.ones((1, SIZE, SIZE), np.float32))
+        out = ReferenceDetail(refs, model_size=64, band_px=32, mouth=True).apply(drawn, shout)
+        changed[name] = float(np.abs(out.astype(int) - drawn.astype(int))[lips].mean())
+    assert changed["closed"] < 2.0 and changed["o"] > 20
