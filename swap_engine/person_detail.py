@@ -425,27 +425,34 @@ class ReferenceDetail:
 @dataclass(frozen=True)
 class _Mouth:
     """Where the mouth is taken whole on one frame: ``area`` ``(S, S, 1)`` float32 in [0, 1] (the lips grown by
-    ``MOUTH_MARGIN``, feathered); ``skin`` ``(S, S)`` float32 (1 off the lips) and its blur by ``sigma`` px."""
+    ``MOUTH_MARGIN``, feathered) and ``skin`` ``(S, S)`` float32 (1 off the lips), whose blur ``light`` divides by."""
 
     area: np.ndarray
     skin: np.ndarray
-    skin_blur: np.ndarray
-    sigma: float
+    skin_light: np.ndarray
 
     @staticmethod
     def at(layout: np.ndarray, size: int) -> _Mouth:
         area = part_hulls(layout, size, (LIPS_OUTER,), MOUTH_MARGIN)
         area = cv2.GaussianBlur(area, (0, 0), max(1.0, size * 0.025))[..., None]
         skin = (1.0 - part_hulls(layout, size, (LIPS_OUTER,), 0.01)).astype(np.float32)
-        sigma = max(1.0, size * MOUTH_LIGHT)
-        skin_blur = np.maximum(cv2.GaussianBlur(skin, (0, 0), sigma), 1e-3)
-        return _Mouth(area, skin, skin_blur, sigma)
+        return _Mouth(area, skin, np.maximum(_smooth(skin), 1e-3))
 
     def light(self, image: np.ndarray) -> np.ndarray:
         """``image`` ``(S, S, 3)`` float32 blurred over the skin only: its light round the mouth, not the mouth's
         own darkness (a drawn small O and a person's wide open mouth then get the same light)."""
-        light: np.ndarray = cv2.GaussianBlur(image * self.skin[..., None], (0, 0), self.sigma) / self.skin_blur[..., None]
+        light: np.ndarray = _smooth(image * self.skin[..., None]) / self.skin_light[..., None]
         return light
+
+
+def _smooth(image: np.ndarray) -> np.ndarray:
+    """``image`` ``(S, S[, C])`` float32 blurred by a Gaussian of ``MOUTH_LIGHT`` x S, made at a quarter of the side
+    (it holds nothing finer)."""
+    side = image.shape[0]
+    small = cv2.resize(image, (max(8, side // 4),) * 2, interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (0, 0), max(1.0, small.shape[0] * MOUTH_LIGHT))
+    out: np.ndarray = cv2.resize(small, (side, side), interpolation=cv2.INTER_LINEAR)
+    return out.reshape(image.shape)
 
 
 def _normalised(weights: dict[int, float]) -> dict[int, float]:
