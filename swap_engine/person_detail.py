@@ -76,10 +76,12 @@ CONFIDENT_NONE = 3.0  # x: none of it
 # With ``mouth`` the mouth's picks are warped open or shut to the actor's opening instead, as
 # far as a mouth stretches: an O opened to a shout reads as a shout, closed lips pulled apart tear into stacked lip
 # lines. The stretch is (target opening + floor) / (picks' opening + floor), openings as ``mouth_opening``; the
-# person's mouth in full up to STRETCH_FULL, none from STRETCH_NONE (there the drawn mouth stays).
+# person's mouth in full up to STRETCH_FULL, none from STRETCH_NONE (there the drawn mouth stays). Measured on W→M: her
+# O (0.48) opened to his widest shout (0.81) is a stretch of 1.7 and reads as a shout; lips enrolled nearly closed
+# (0.095) pulled to 0.4 (3.4) tore.
 STRETCH_FULL = 2.0
 STRETCH_NONE = 3.0
-STRETCH_FLOOR = 0.1
+STRETCH_FLOOR = 0.03
 MOUTH_MARGIN = 0.08  # of the side: the mouth's area is the lips grown by this (over the drawn mouth too)
 MOUTH_LIGHT = 1 / 16  # of the side: the Gaussian whose skin round the lips gives the mouth its light
 _GROUP_SLICES: list[slice] = []
@@ -349,7 +351,7 @@ class ReferenceDetail:
         if eyes is not None:
             wide = wide + eyes * (fine_band(image, self.eye_px) - band)
         if mouth is not None:
-            wide = wide + mouth.area * (image - mouth.light(image) - band)
+            wide = wide + mouth.area * (mouth.band(image) - band)
         return wide
 
     def _mouth_trust(self, layout: np.ndarray, picks: dict[int, float]) -> float:
@@ -381,7 +383,7 @@ class ReferenceDetail:
             eyes = part_hulls(layout, self.size, (RIGHT_EYE, LEFT_EYE), 0.035)
             eyes = cv2.GaussianBlur(eyes, (0, 0), max(1.0, self.size * 0.015))[..., None]
         if self.mouth:
-            mouth = _Mouth.at(layout, self.size)
+            mouth = _Mouth.at(layout, self.size, face.astype(np.float32))
             # The mouth's picks are warped to the actor's opening: trusted as far as they stretch, not by shape.
             confidence[-1] = self._mouth_trust(layout, picks[-1])
             hulls[-1] = mouth.area[..., 0]
@@ -425,24 +427,30 @@ class ReferenceDetail:
 @dataclass(frozen=True)
 class _Mouth:
     """Where the mouth is taken whole on one frame: ``area`` ``(S, S, 1)`` float32 in [0, 1] (the lips grown by
-    ``MOUTH_MARGIN``, feathered) and ``skin`` ``(S, S)`` float32 (1 off the lips), whose blur ``light`` divides by."""
+    ``MOUTH_MARGIN``, feathered), ``skin`` ``(S, S)`` float32 (1 off the lips), and the drawn face's ``light``
+    ``(S, S, 3)`` there: its blur over the skin only, not the drawn mouth's own darkness."""
 
     area: np.ndarray
     skin: np.ndarray
     skin_light: np.ndarray
+    light: np.ndarray
 
     @staticmethod
-    def at(layout: np.ndarray, size: int) -> _Mouth:
+    def at(layout: np.ndarray, size: int, face: np.ndarray) -> _Mouth:
         area = part_hulls(layout, size, (LIPS_OUTER,), MOUTH_MARGIN)
         area = cv2.GaussianBlur(area, (0, 0), max(1.0, size * 0.025))[..., None]
         skin = (1.0 - part_hulls(layout, size, (LIPS_OUTER,), 0.01)).astype(np.float32)
-        return _Mouth(area, skin, np.maximum(_smooth(skin), 1e-3))
+        skin_light = np.maximum(_smooth(skin), 1e-3)
+        light = _smooth(face * skin[..., None]) / skin_light[..., None]
+        return _Mouth(area, skin, skin_light, light)
 
-    def light(self, image: np.ndarray) -> np.ndarray:
-        """``image`` ``(S, S, 3)`` float32 blurred over the skin only: its light round the mouth, not the mouth's
-        own darkness (a drawn small O and a person's wide open mouth then get the same light)."""
-        light: np.ndarray = _smooth(image * self.skin[..., None]) / self.skin_light[..., None]
-        return light
+    def band(self, image: np.ndarray) -> np.ndarray:
+        """``image`` ``(S, S, 3)`` float32 relit as the drawn face (times the drawn face's light over its own, both
+        taken over the skin round the lips), less the drawn face's light: for the drawn face itself, all but its
+        light. Relit by ratio, so a dark mouth stays dark and keeps its hue."""
+        own = _smooth(image * self.skin[..., None]) / self.skin_light[..., None]
+        band: np.ndarray = image * (self.light / np.maximum(own, 1.0)) - self.light
+        return band
 
 
 def _smooth(image: np.ndarray) -> np.ndarray:
