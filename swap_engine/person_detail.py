@@ -116,6 +116,27 @@ def mouth_opening(points: np.ndarray) -> float:
     return float(np.linalg.norm(p[14] - p[13])) / width
 
 
+# The lips without their corners, lower and upper (LIPS_OUTER and LIPS_INNER run from the left corner along the lower
+# lip, then back along the upper one).
+_LOWER_LIP = LIPS_OUTER[1:10] + LIPS_INNER[1:10]
+_UPPER_LIP = LIPS_OUTER[11:] + LIPS_INNER[11:]
+
+
+def open_as(points: np.ndarray, opening: float) -> np.ndarray:
+    """``points`` ``(478, 2)`` with the lips moved apart or together (each half the way, across the line through the
+    mouth's corners) until ``mouth_opening`` is about ``opening``; float32."""
+    p = np.asarray(points, np.float32).copy()
+    across = p[291] - p[61]
+    width = max(float(np.linalg.norm(across)), 1e-6)
+    down = np.array([-across[1], across[0]], np.float32) / width  # the corners' line turned a quarter
+    if float(np.dot(down, p[152] - p[13])) < 0:  # towards the chin
+        down = -down
+    change = 0.5 * (opening * width - float(np.linalg.norm(p[14] - p[13])))
+    p[list(_LOWER_LIP)] += change * down
+    p[list(_UPPER_LIP)] -= change * down
+    return p
+
+
 def shape_descriptor(points: np.ndarray, size: int) -> np.ndarray:
     """``(D,)`` float32: each group's points about its own centre, then the layout about its centre, in units of
     ``size`` (so crops of any side compare)."""
@@ -373,6 +394,10 @@ class ReferenceDetail:
         if face.shape[:2] != (self.size, self.size):
             raise ValueError(f"face {face.shape[:2]} does not match the {self.size} px references")
         layout = self.person_layout(points)
+        if self.mouth:
+            # As open as the actor's mouth, not as the person's usual mouth moved by the actor's: a person enrolled
+            # talking has a half-open mouth for typical, and an actor's closed lips would part theirs.
+            layout = open_as(layout, mouth_opening(points))
         shape, refs = self._relative(points)
         picks = self._choose(shape, refs)
         confidence = self._region_confidence(shape, refs, picks).copy()

@@ -293,3 +293,36 @@ def test_closed_lips_are_not_torn_open_for_a_shout():
         out = ReferenceDetail(refs, model_size=64, band_px=32, mouth=True).apply(drawn, shout)
         changed[name] = float(np.abs(out.astype(int) - drawn.astype(int))[lips].mean())
     assert changed["closed"] < 2.0 and changed["o"] > 20
+
+
+def test_open_as_parts_or_closes_the_lips_and_leaves_the_corners():
+    from swap_engine.person_detail import mouth_opening, open_as
+
+    closed = _mouth_face(0.0)
+    for opening in (0.5, 0.0, 0.8):
+        moved = open_as(_mouth_face(0.1 * SIZE), opening)
+        assert mouth_opening(moved) == pytest.approx(opening, abs=0.01)
+        assert np.allclose(moved[[61, 291, 1, 168]], closed[[61, 291, 1, 168]])  # the corners, the nose, the eyes
+    parted = open_as(closed, 0.5)
+    assert parted[14, 1] > closed[14, 1] and parted[13, 1] < closed[13, 1]  # each lip half the way
+
+
+def test_an_actors_closed_lips_get_the_persons_closed_lips_though_they_usually_talk():
+    """A person enrolled talking has a half-open mouth for typical. Their usual mouth moved as the actor's moves would
+    stay half open over the actor's closed lips, too far from their one closed mouth to take it; opened as much as the
+    actor's, it is closed, and the decoder's parted mouth is replaced by their closed lips."""
+    from swap_engine.landmarks import LIPS_INNER
+    from swap_engine.segment import part_hulls
+
+    enrolled = [_mouth_face(g * SIZE) for g in (0.1, 0.12, 0.14, 0.0)]  # talking, and one closed mouth
+    refs = References(np.stack([_mouth_crop(p, 30) for p in enrolled]), np.stack(enrolled),
+                      np.ones((4, SIZE, SIZE), np.float32))  # fmt: skip
+    closed = _mouth_face(0.0)
+    detail = ReferenceDetail(refs, model_size=64, band_px=32, mouth=True)
+    detail.learn_actor([closed, closed, _mouth_face(0.01 * SIZE)])
+    parted = _mouth_face(0.06 * SIZE)
+    drawn = _mouth_crop(parted, 40, blur=1.0)  # the decoder's parted dark mouth
+    gap = part_hulls(parted, SIZE, (LIPS_INNER,), -0.01) > 0.5
+    for _ in range(3):
+        out = detail.apply(drawn, closed)
+    assert float(out[gap].mean()) > 100  # lips there (the drawn gap is 40)
