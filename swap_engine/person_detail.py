@@ -73,12 +73,12 @@ REGIONS: tuple[tuple[tuple[int, ...], tuple[int, ...], int], ...] = (
 )
 CONFIDENT_BELOW = 1.5  # x the region's usual gap: the person's detail in full
 CONFIDENT_NONE = 3.0  # x: none of it
-# With ``mouth`` the mouth's picks are warped open or shut to the actor's opening instead, as
-# far as a mouth stretches: an O opened to a shout reads as a shout, closed lips pulled apart tear into stacked lip
-# lines. The stretch is (target opening + floor) / (picks' opening + floor), openings as ``mouth_opening``; the
-# person's mouth in full up to STRETCH_FULL, none from STRETCH_NONE (there the drawn mouth stays). Measured on W→M: her
-# O (0.48) opened to his widest shout (0.81) is a stretch of 1.7 and reads as a shout; lips enrolled nearly closed
-# (0.095) pulled to 0.4 (3.4) tore.
+# With ``mouth`` the mouth's picks are warped open or shut to the actor's opening, and instead of the region fade
+# above they are trusted as far as a mouth stretches: an O opened to a shout reads as a shout, closed lips pulled
+# apart tear into stacked lip lines. The stretch is (target opening + floor) / (picks' opening + floor), openings as
+# ``mouth_opening``; the person's mouth in full up to STRETCH_FULL, none from STRETCH_NONE (there the drawn mouth
+# stays). Measured on W→M: her O (0.48) opened to his widest shout (0.81) is a stretch of 1.7 and reads as a shout;
+# lips enrolled nearly closed (0.095) pulled to 0.4 (3.4) tore.
 STRETCH_FULL = 2.0
 STRETCH_NONE = 3.0
 STRETCH_FLOOR = 0.03
@@ -428,7 +428,8 @@ class ReferenceDetail:
         for feature in (eyes, None if mouth is None else mouth.area):
             if feature is not None:
                 focus = np.maximum(focus, feature[..., 0])
-                sharp = [_normalised({i: w**self.eye_sharpen for i, w in part.items()}) for part in picks]
+        if eyes is not None or mouth is not None:
+            sharp = [_normalised({i: w**self.eye_sharpen for i, w in part.items()}) for part in picks]
         used = sorted({i for part in picks for i in part})
         band = np.zeros(face.shape, np.float32)
         cover = np.zeros(face.shape[:2], np.float32)  # how much of each pixel the references speak for
