@@ -254,7 +254,8 @@ def test_mouth_opening_reads_closed_an_o_and_a_shout():
     from swap_engine.person_detail import mouth_opening
 
     assert mouth_opening(_mouth_face(0.0)) < 0.05
-    assert mouth_opening(_mouth_face(0.2 * SIZE)) == pytest.approx(0.2 / 0.34, abs=0.02)  # corners 0.04 beyond the opening
+    # (the corners sit 0.04 of the side beyond the opening's ends)
+    assert mouth_opening(_mouth_face(0.2 * SIZE)) == pytest.approx(0.2 / 0.34, abs=0.02)
 
 
 def test_over_the_mouth_the_persons_own_mouth_opens_as_wide_as_the_actors():
