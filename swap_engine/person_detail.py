@@ -64,13 +64,14 @@ LAYOUT_WEIGHT = 0.5  # of the layout term against the shape terms
 # his two open eyes. Indices into SHAPE_GROUPS; where each part draws: ``part_weights``.
 PARTS: tuple[tuple[int, ...], ...] = ((0, 2), (1, 3), (4, 5))
 # Regions whose detail fades on its own when no enrolled face shows them as the actor has them (a wink, a shout the
-# person never made): each eye with its brow, and the mouth; indices into SHAPE_GROUPS, the landmarks of the area,
-# and the part whose picks draw it.
+# person never made; with ``mouth`` the mouth fades by how far it stretches instead): each eye with its brow, and the
+# mouth; indices into SHAPE_GROUPS, the landmarks of the area, and the part whose picks draw it.
 REGIONS: tuple[tuple[tuple[int, ...], tuple[int, ...], int], ...] = (
     ((0, 2), RIGHT_EYE + RIGHT_BROW, 0),
     ((1, 3), LEFT_EYE + LEFT_BROW, 1),
     ((4, 5), LIPS_OUTER, 2),
 )
+_MOUTH = 2  # the mouth's index in PARTS and in REGIONS
 CONFIDENT_BELOW = 1.5  # x the region's usual gap: the person's detail in full
 CONFIDENT_NONE = 3.0  # x: none of it
 # With ``mouth`` the mouth's picks are warped open or shut to the actor's opening, and instead of the region fade
@@ -227,13 +228,14 @@ class ReferenceDetail:
     frame order, ``reset()`` at cuts, ``learn_actor`` once with the actor's faces over the clip. ``amount`` scales
     the band; each part of the face (``PARTS``: each eye, the mouth) blends its own ``picks`` enrolled faces,
     weighted by how close their shapes are, the weights carried over frames (``memory``) so a change of pick fades
-    in. Over the eyes the band is wider (finer than ``eye_px``) and drawn from the closest pick mostly (weights to the
-    power ``eye_sharpen``): a blend of three eyes looking three ways is a blur."""
+    in. Over the eyes the band is wider (finer than ``eye_px``), over the mouth (``mouth``) it is all but the light,
+    and there the picks are drawn from the closest mostly (weights to the power ``sharpen``): a blend of three eyes
+    looking three ways is a blur."""
 
     def __init__(
         self, refs: References, model_size: int, *, amount: float = 1.0, picks: int = 3, memory: float = 0.6,
         warp_sigma: float | None = None, band_px: int | None = None, eye_px: int | None = None,
-        eye_sharpen: float = 3.0, mouth: bool = False,
+        sharpen: float = 3.0, mouth: bool = False,
     ) -> None:  # fmt: skip
         if len(refs.crops) == 0:
             raise ValueError("no reference faces")
@@ -242,7 +244,7 @@ class ReferenceDetail:
         self.model_size = model_size
         self.band_px = int(band_px or model_size)  # detail finer than a face this many px wide is the reference's
         self.eye_px = int(eye_px or self.band_px)  # ... and over the eyes, finer than this
-        self.eye_sharpen = float(eye_sharpen)
+        self.sharpen = float(sharpen)
         self.mouth = bool(mouth)  # over the mouth: all but the light of the skin round the lips
         self.openings = np.array([mouth_opening(p) for p in refs.points])  # (N,)
         self._stretch_trust: float | None = None
@@ -400,6 +402,7 @@ class ReferenceDetail:
             layout = open_as(layout, mouth_opening(points))
         shape, refs = self._relative(points)
         picks = self._choose(shape, refs)
+        drawn = face.astype(np.float32)
         confidence = self._region_confidence(shape, refs, picks).copy()
         hulls: list[np.ndarray | None] = [None] * len(REGIONS)
         eyes = None
@@ -408,10 +411,10 @@ class ReferenceDetail:
             eyes = part_hulls(layout, self.size, (RIGHT_EYE, LEFT_EYE), 0.035)
             eyes = cv2.GaussianBlur(eyes, (0, 0), max(1.0, self.size * 0.015))[..., None]
         if self.mouth:
-            mouth = _Mouth.at(layout, self.size, face.astype(np.float32))
+            mouth = _Mouth.at(layout, self.size, drawn)
             # The mouth's picks are warped to the actor's opening: trusted as far as they stretch, not by shape.
-            confidence[-1] = self._mouth_trust(layout, picks[-1])
-            hulls[-1] = mouth.area[..., 0]
+            confidence[_MOUTH] = self._mouth_trust(layout, picks[_MOUTH])
+            hulls[_MOUTH] = mouth.area[..., 0]
         trust = np.ones(face.shape[:2], np.float32)
         for k, (conf, (_, area, _)) in enumerate(zip(confidence, REGIONS, strict=True)):
             if conf < 1.0:
@@ -429,7 +432,7 @@ class ReferenceDetail:
             if feature is not None:
                 focus = np.maximum(focus, feature[..., 0])
         if eyes is not None or mouth is not None:
-            sharp = [_normalised({i: w**self.eye_sharpen for i, w in part.items()}) for part in picks]
+            sharp = [_normalised({i: w**self.sharpen for i, w in part.items()}) for part in picks]
         used = sorted({i for part in picks for i in part})
         band = np.zeros(face.shape, np.float32)
         cover = np.zeros(face.shape[:2], np.float32)  # how much of each pixel the references speak for
@@ -443,9 +446,9 @@ class ReferenceDetail:
             cover += weight
         # The drawn face's own band is replaced there, not added to: below the model's resolution the decoder drew
         # the features too, and both together would draw them twice as dark.
-        own = self._band(face.astype(np.float32), eyes, mouth) * cover[..., None]
+        own = self._band(drawn, eyes, mouth) * cover[..., None]
         out: np.ndarray = np.clip(
-            face.astype(np.float32) + np.float32(self.amount) * (band - own) + 0.5, 0, 255
+            drawn + np.float32(self.amount) * (band - own) + 0.5, 0, 255
         ).astype(np.uint8)
         return out
 
